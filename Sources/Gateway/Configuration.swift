@@ -1,0 +1,121 @@
+import Foundation
+
+/// The gateway's settings, read from the environment and a `.env` file.
+///
+/// Every key, with its default (`.env.example` lists the same):
+/// - `DATABASE_URL`: libpq connection URI or string. Default: empty, which
+///   means libpq's own defaults (`PGHOST`, `PGPORT`, `PGUSER`, … or the local socket).
+/// - `HOST`: address to listen on. Default `127.0.0.1`.
+/// - `PORT`: TCP port. Default `8080`.
+/// - `CACHE_DIR`: where finished and partial export files live. Default `./.cache/exports`.
+/// - `SEED_ROWS`: rows to seed when `users` is missing or empty. Default `10000000`.
+/// - `SEED`: `false` skips the seeding step entirely. Default `true`.
+/// - `MAX_CONCURRENT_EXPORTS`: worker threads, i.e. COPYs at once. Default `2`.
+/// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. Default `100`.
+/// - `LOG_LEVEL`: trace, debug, info, notice, warning, error, critical. Default `info`.
+///
+/// The environment wins over `.env`; `.env` is read from the working directory.
+struct Configuration: Sendable {
+    struct HTTP: Sendable {
+        var host = "127.0.0.1"
+        var port = 8080
+    }
+
+    struct Database: Sendable {
+        var url = ""
+        var seedRows = 10_000_000
+        var seed = true
+    }
+
+    struct Cache: Sendable {
+        var directory = "./.cache/exports"
+    }
+
+    struct Exports: Sendable {
+        var maxConcurrent = 2
+        var maxQueued = 100
+    }
+
+    var http = HTTP()
+    var database = Database()
+    var cache = Cache()
+    var exports = Exports()
+    var logLevel = "info"
+
+    /// A setting that is present but unusable; start-up stops with its message.
+    struct Invalid: Error, CustomStringConvertible {
+        let key: String
+        let value: String
+        let expected: String
+        var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
+    }
+
+    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "LOG_LEVEL"]
+
+    init() {}
+
+    init(environment: [String: String]) throws(Invalid) {
+        func int(_ key: String, _ range: ClosedRange<Int>) throws(Invalid) -> Int? {
+            guard let text = environment[key], !text.isEmpty else { return nil }
+            let digits = text.replacingOccurrences(of: "_", with: "")
+            guard let value = Int(digits), range.contains(value) else {
+                throw Invalid(key: key, value: text, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return value
+        }
+        if let url = environment["DATABASE_URL"] { self.database.url = url }
+        if let host = environment["HOST"], !host.isEmpty { self.http.host = host }
+        if let port = try int("PORT", 0...65535) { self.http.port = port }
+        if let dir = environment["CACHE_DIR"], !dir.isEmpty { self.cache.directory = dir }
+        if let rows = try int("SEED_ROWS", 0...2_000_000_000) { self.database.seedRows = rows }
+        if let seed = environment["SEED"], !seed.isEmpty {
+            switch seed.lowercased() {
+            case "true", "1", "yes": self.database.seed = true
+            case "false", "0", "no": self.database.seed = false
+            default: throw Invalid(key: "SEED", value: seed, expected: "true or false")
+            }
+        }
+        if let n = try int("MAX_CONCURRENT_EXPORTS", 1...256) { self.exports.maxConcurrent = n }
+        if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
+        if let level = environment["LOG_LEVEL"], !level.isEmpty {
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(level.lowercased()) else {
+                throw Invalid(key: "LOG_LEVEL", value: level, expected: levels.joined(separator: ", "))
+            }
+            self.logLevel = level.lowercased()
+        }
+    }
+
+    /// The process environment over the `.env` file in `directory`, if any.
+    static func load(directory: String = FileManager.default.currentDirectoryPath) throws(Invalid) -> Configuration {
+        var merged = DotEnv.read(path: directory + "/.env")
+        for (key, value) in ProcessInfo.processInfo.environment { merged[key] = value }
+        return try Configuration(environment: merged)
+    }
+}
+
+/// The few rules of `.env` files that matter here: `KEY=value` lines, `#`
+/// comments, optional `export `, and values in single or double quotes.
+enum DotEnv {
+    static func read(path: String) -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
+        return parse(text)
+    }
+
+    static func parse(_ text: String) -> [String: String] {
+        var values: [String: String] = [:]
+        for rawLine in text.split(whereSeparator: \.isNewline) {
+            var line = rawLine.trimmingSpaces()
+            if line.hasPrefix("#") || line.isEmpty { continue }
+            if line.hasPrefix("export ") { line = String(line.dropFirst(7)).trimmingSpaces() }
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            let key = line[..<equals].trimmingSpaces()
+            var value = line[line.index(after: equals)...].trimmingSpaces()
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            values[key] = value
+        }
+        return values
+    }
+}

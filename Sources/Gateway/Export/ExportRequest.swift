@@ -1,0 +1,121 @@
+/// What a client asked to export, validated. Built only by `parse`, so every
+/// value in it is one the SQL builder may use.
+struct ExportRequest: Sendable, Equatable {
+    var countryCodes: [String] = []
+    var subscriptionTiers: [String] = []
+    /// The decimal text as given (validated), so `0` and `0.5` stay exact.
+    var minLifetimeValue: String?
+    var columns: [String] = UsersTable.columns
+    var delimiter: Character = ","
+    var quote: Character = "\""
+
+    static let parameterNames = ["country_code", "subscription_tier", "min_ltv", "columns", "delimiter", "quoteChar"]
+
+    /// Parses query parameters (already percent-decoded, in order). Every bad
+    /// value, an unknown name or a repeated single-valued one is a `ParameterError`.
+    static func parse(_ parameters: [(name: String, value: String)]) throws(ParameterError) -> ExportRequest {
+        var request = ExportRequest()
+        var seen = Set<String>()
+        for (name, value) in parameters {
+            let repeatable = name == "country_code" || name == "subscription_tier"
+            if seen.contains(name), !repeatable {
+                throw ParameterError(parameter: name, message: "\(name) may be given only once")
+            }
+            seen.insert(name)
+            switch name {
+            case "country_code":
+                request.countryCodes += try Self.list(name, value).map { code throws(ParameterError) in
+                    guard code.count == 2, code.allSatisfy({ $0.isASCII && $0.isLetter }) else {
+                        throw ParameterError(parameter: name, message: "\(name) must be ISO 3166-1 alpha-2 codes such as US or DE, one or a comma list; got \(quoted(code))")
+                    }
+                    return code.uppercased()
+                }
+            case "subscription_tier":
+                request.subscriptionTiers += try Self.list(name, value).map { tier throws(ParameterError) in
+                    let lower = tier.lowercased()
+                    guard UsersTable.tiers.contains(lower) else {
+                        throw ParameterError(parameter: name, message: "\(name) must be one or a comma list of \(UsersTable.tiers.joined(separator: ", ")); got \(quoted(tier))", allowed: UsersTable.tiers)
+                    }
+                    return lower
+                }
+            case "min_ltv":
+                guard Self.isDecimal(value) else {
+                    throw ParameterError(parameter: name, message: "min_ltv must be a decimal number such as 0, 100 or 99.95; got \(quoted(value))")
+                }
+                request.minLifetimeValue = value
+            case "columns":
+                let columns = try Self.list(name, value)
+                for column in columns where !UsersTable.columns.contains(column) {
+                    throw ParameterError(parameter: name, message: "columns must be a comma list of \(UsersTable.columns.joined(separator: ", ")); unknown column \(quoted(column))", allowed: UsersTable.columns)
+                }
+                if let repeated = columns.first(where: { column in columns.filter { $0 == column }.count > 1 }) {
+                    throw ParameterError(parameter: name, message: "columns names \(quoted(repeated)) more than once")
+                }
+                request.columns = columns
+            case "delimiter":
+                request.delimiter = try Self.character(name, value, allowed: Self.delimiterCharacters)
+            case "quoteChar":
+                request.quote = try Self.character(name, value, allowed: Self.quoteCharacters)
+            default:
+                throw ParameterError(parameter: name, message: "unknown parameter \(quoted(name)); allowed are \(Self.parameterNames.joined(separator: ", "))", allowed: Self.parameterNames)
+            }
+        }
+        if request.delimiter == request.quote {
+            throw ParameterError(parameter: "quoteChar", message: "quoteChar and delimiter must be different characters")
+        }
+        return request
+    }
+
+    /// Printable ASCII punctuation, space and tab: what PostgreSQL accepts as a
+    /// CSV delimiter, less letters and digits (which would make unreadable files).
+    static let delimiterCharacters: [Character] = ["\t", " "] + punctuation
+    static let quoteCharacters: [Character] = punctuation
+    private static let punctuation: [Character] = Array("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+    private static func list(_ name: String, _ value: String) throws(ParameterError) -> [String] {
+        let items = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingSpaces() }
+        guard !items.contains(where: \.isEmpty) else {
+            throw ParameterError(parameter: name, message: "\(name) must be a comma list with no empty items; got \(quoted(value))")
+        }
+        return items
+    }
+
+    private static func character(_ name: String, _ value: String, allowed: [Character]) throws(ParameterError) -> Character {
+        let named: [String: Character] = ["tab": "\t", "\\t": "\t", "space": " "]
+        if let character = named[value] { return character }
+        guard value.count == 1, let character = value.first, allowed.contains(character) else {
+            let shown = allowed.map { $0 == "\t" ? "tab" : $0 == " " ? "space" : String($0) }.joined(separator: " ")
+            throw ParameterError(parameter: name, message: "\(name) must be one character of: \(shown); got \(quoted(value))")
+        }
+        return character
+    }
+
+    /// Up to ten digits before the point and any after it, an optional sign:
+    /// what numeric(12,2) can be compared with.
+    static func isDecimal(_ value: String) -> Bool {
+        var rest = Substring(value)
+        if rest.first == "-" || rest.first == "+" { rest = rest.dropFirst() }
+        let parts = rest.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let whole = parts.first, !whole.isEmpty, whole.count <= 10 else { return false }
+        let digits = parts.count == 2 ? whole + parts[1] : whole
+        return (parts.count == 1 || !parts[1].isEmpty && parts[1].count <= 10) && digits.allSatisfy { $0.isASCII && $0.isNumber }
+    }
+}
+
+/// A bad query parameter: a 400 whose JSON names the parameter.
+struct ParameterError: Error, Equatable {
+    let parameter: String
+    let message: String
+    var allowed: [String]? = nil
+}
+
+private func quoted(_ value: some StringProtocol) -> String {
+    let shown = value.count > 40 ? value.prefix(40) + "…" : Substring(value)
+    return "\"\(shown)\""
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}

@@ -1,0 +1,93 @@
+import Cache
+import Logging
+
+/// Runs one export on the calling thread, a worker of `ExportManager`'s pool:
+/// a COPY read with libpq, written to a partial file in the store, published
+/// under its SHA-256 on success, removed on failure or cancel.
+///
+/// Everything here blocks; that is why it has threads of its own. The file
+/// write is the backpressure: a slow disk slows the read from PostgreSQL
+/// rather than filling memory, and readers follow the file, not this loop.
+///
+/// Room for a later step: one export from several COPYs over id ranges in
+/// parallel under one exported snapshot, stitched in order; the file writer
+/// and progress reporting here do not assume a single COPY.
+struct ExportRunner: Sendable {
+    let databaseURL: String
+    let store: ContentStore
+    let logger: Logger
+    /// How much to gather before writing; also the most a reader can lag
+    /// behind what PostgreSQL has sent while rows are flowing.
+    var stagingSize = 256 * 1024
+
+    enum Outcome {
+        case completed(PublishedFile)
+        /// Published, but cancelled in the meantime: the file may need removing.
+        case publishedAfterCancel(PublishedFile)
+        case failed
+        case cancelled
+    }
+
+    func run(_ job: ExportJob) -> Outcome {
+        guard job.markRunning() else { return .cancelled }
+        var logger = self.logger
+        logger[metadataKey: LogKey.exportID] = "\(job.id.uuidString.lowercased())"
+        var writer: CacheWriter?
+        do {
+            let db = try PostgresConnection(url: self.databaseURL)
+            defer { db.close() }
+            guard job.attach(db.makeCanceller()) else { return .cancelled }
+            let query = ExportQuery(request: job.request)
+            let plan = try db.execute(try query.explain(literal: db.literal))
+            if let line = plan.first?.first ?? nil, let estimate = ExportQuery.estimatedRows(fromPlanLine: line) {
+                job.setEstimate(rows: estimate)
+            }
+            let sql = try query.copy(literal: db.literal)
+            let fileWriter = try self.store.createWriter(suffix: ".csv")
+            writer = fileWriter
+            job.file.begin(path: fileWriter.partialPath)
+            logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)"])
+
+            let staging = StagingBuffer(capacity: self.stagingSize)
+            var messages = 0
+            func flush() throws {
+                if job.status == .cancelled { throw CacheError.cancelled() }
+                guard !staging.isEmpty else { return }
+                try fileWriter.write(staging.bytes)
+                staging.removeAll()
+                job.recordProgress(rows: max(0, messages - 1), bytes: fileWriter.length)
+            }
+            try db.copyOut(sql, onRow: { row in
+                // One CopyData message is one CSV record (the first is the header).
+                messages += 1
+                if staging.append(row) { return }
+                try flush()
+                if !staging.append(row) { try fileWriter.write(row) }
+            }, onIdle: flush)
+            try flush()
+            let rows = max(0, messages - 1)
+            let published = try fileWriter.publish()
+            writer = nil
+            guard job.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
+            logger.info("export completed", metadata: [LogKey.rows: "\(rows)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)"])
+            return .completed(published)
+        } catch {
+            writer?.discard()
+            if job.status == .cancelled {
+                logger.info("export cancelled")
+                return .cancelled
+            }
+            logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
+            job.fail(error)
+            return .failed
+        }
+    }
+
+    private static func details(of error: any Error) -> String {
+        switch error {
+        case let error as PostgresError: error.details
+        case let error as CacheError: error.details
+        default: "\(error)"
+        }
+    }
+}

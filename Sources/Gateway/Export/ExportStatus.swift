@@ -1,0 +1,97 @@
+import Foundation
+
+/// The JSON of `GET /exports/{id}/status` (and of the 202 that starts one).
+/// Optional fields are written as `null` rather than left out, so clients see
+/// every field the API documents.
+struct ExportStatus: Encodable, Sendable {
+    struct Links: Encodable, Sendable {
+        let status: String
+        let download: String
+    }
+
+    let exportId: UUID
+    let status: ExportLifecycle.Status
+    let rowsWritten: Int
+    let bytesWritten: Int
+    let totalRows: Int?
+    let totalRowsExact: Bool
+    let progress: Double
+    let rowsPerSecond: Double?
+    let etaSeconds: Double?
+    let createdAt: Date
+    let startedAt: Date?
+    let completedAt: Date?
+    let sizeBytes: Int?
+    let sha256: String?
+    let error: String?
+    let downloadUrl: String
+    let links: Links
+
+    init(job: ExportJob, lifecycle: ExportLifecycle, rowsWritten: Int, bytesWritten: Int, totalRows: Int?, totalRowsExact: Bool, now: Date) {
+        self.exportId = job.id
+        self.status = lifecycle.status
+        self.rowsWritten = rowsWritten
+        self.bytesWritten = bytesWritten
+        self.totalRows = totalRows
+        self.totalRowsExact = totalRowsExact
+        self.createdAt = job.createdAt
+        self.startedAt = lifecycle.startedAt
+        self.completedAt = lifecycle.completedAt
+        self.sizeBytes = lifecycle.file?.size
+        self.sha256 = lifecycle.file?.sha256
+        self.error = lifecycle.errorMessage
+        self.downloadUrl = "/exports/\(job.id.uuidString.lowercased())/download"
+        self.links = Links(status: "/exports/\(job.id.uuidString.lowercased())/status", download: self.downloadUrl)
+
+        switch lifecycle.status {
+        case .completed:
+            self.progress = 1
+        case .queued, .cancelled, .failed:
+            self.progress = 0
+        case .running:
+            // An estimate can be low; never claim done before it is.
+            self.progress = totalRows.map { $0 > 0 ? min(0.99, Double(rowsWritten) / Double($0)) : 0 } ?? 0
+        }
+        if let startedAt = lifecycle.startedAt {
+            let elapsed = (lifecycle.completedAt ?? now).timeIntervalSince(startedAt)
+            let rate = elapsed > 0 ? Double(rowsWritten) / elapsed : nil
+            self.rowsPerSecond = rate.map { ($0 * 10).rounded() / 10 }
+            if lifecycle.status == .completed {
+                self.etaSeconds = 0
+            } else if lifecycle.status == .running, let rate, rate > 0, let totalRows {
+                self.etaSeconds = (max(0, Double(totalRows - rowsWritten) / rate) * 10).rounded() / 10
+            } else {
+                self.etaSeconds = nil
+            }
+        } else {
+            self.rowsPerSecond = nil
+            self.etaSeconds = nil
+        }
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case exportId, status, rowsWritten, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
+            etaSeconds, createdAt, startedAt, completedAt, sizeBytes, sha256, error, downloadUrl, links
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.exportId.uuidString.lowercased(), forKey: .exportId)
+        try c.encode(self.status, forKey: .status)
+        try c.encode(self.rowsWritten, forKey: .rowsWritten)
+        try c.encode(self.bytesWritten, forKey: .bytesWritten)
+        try c.encode(self.totalRows, forKey: .totalRows)
+        try c.encode(self.totalRowsExact, forKey: .totalRowsExact)
+        try c.encode(self.progress, forKey: .progress)
+        try c.encode(self.rowsPerSecond, forKey: .rowsPerSecond)
+        try c.encode(self.etaSeconds, forKey: .etaSeconds)
+        try c.encode(self.createdAt, forKey: .createdAt)
+        try c.encode(self.startedAt, forKey: .startedAt)
+        try c.encode(self.completedAt, forKey: .completedAt)
+        try c.encode(self.sizeBytes, forKey: .sizeBytes)
+        try c.encode(self.sha256, forKey: .sha256)
+        try c.encode(self.error, forKey: .error)
+        try c.encode(self.downloadUrl, forKey: .downloadUrl)
+        try c.encode(self.links, forKey: .links)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Every error a client can see, and the one place that maps it to an HTTP
+/// status. The body is JSON: `{"error": code, "message": …, "parameter": …}`;
+/// messages are written for the client and never carry SQL or server detail.
+struct APIError: HTTPResponseError, Sendable {
+    private enum Code: String {
+        case invalidParameter = "invalid_parameter"
+        case notFound = "not_found"
+        case methodNotAllowed = "method_not_allowed"
+        case queueFull = "queue_full"
+        case exportFailed = "export_failed"
+        case exportCancelled = "export_cancelled"
+        case rangeNotSatisfiable = "range_not_satisfiable"
+        case unhealthy
+        case internalError = "internal_error"
+    }
+
+    private let code: Code
+    let status: HTTPResponse.Status
+    let message: String
+    private var parameter: String?
+    private var allowed: [String]?
+    private var headers: HTTPFields = [:]
+
+    static func invalidParameter(_ error: ParameterError) -> APIError {
+        var e = APIError(code: .invalidParameter, status: .badRequest, message: error.message)
+        e.parameter = error.parameter
+        e.allowed = error.allowed
+        return e
+    }
+
+    static func notFound(_ message: String = "no such export") -> APIError {
+        APIError(code: .notFound, status: .notFound, message: message)
+    }
+
+    static func methodNotAllowed() -> APIError {
+        APIError(code: .methodNotAllowed, status: .methodNotAllowed, message: "that method is not allowed on this path")
+    }
+
+    static func queueFull(retryAfterSeconds: Int) -> APIError {
+        var e = APIError(code: .queueFull, status: .tooManyRequests, message: "too many exports are queued; retry later")
+        e.headers[.retryAfter] = String(retryAfterSeconds)
+        return e
+    }
+
+    static func exportFailed(_ message: String) -> APIError {
+        APIError(code: .exportFailed, status: .conflict, message: "the export failed: \(message)")
+    }
+
+    static func exportCancelled() -> APIError {
+        APIError(code: .exportCancelled, status: .gone, message: "the export was cancelled")
+    }
+
+    static func rangeNotSatisfiable(size: Int) -> APIError {
+        var e = APIError(code: .rangeNotSatisfiable, status: .rangeNotSatisfiable, message: "the range is outside the \(size)-byte file")
+        e.headers[.contentRange] = "bytes */\(size)"
+        return e
+    }
+
+    static func internalError() -> APIError {
+        APIError(code: .internalError, status: .internalServerError, message: "internal error")
+    }
+
+    private init(code: Code, status: HTTPResponse.Status, message: String) {
+        self.code = code
+        self.status = status
+        self.message = message
+    }
+
+    private struct Body: Encodable {
+        let error: String
+        let message: String
+        let parameter: String?
+        let allowed: [String]?
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try JSONBody.response(
+            status: self.status,
+            Body(error: self.code.rawValue, message: self.message, parameter: self.parameter, allowed: self.allowed)
+        )
+        response.headers.append(contentsOf: self.headers)
+        return response
+    }
+}
+
+/// JSON responses, with dates as RFC 3339 and keys in a stable order.
+enum JSONBody {
+    static func response(status: HTTPResponse.Status, _ value: some Encodable, headers: HTTPFields = [:]) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(RFC3339.string(from: date))
+        }
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data = try encoder.encode(value)
+        data.append(UInt8(ascii: "\n"))
+        var fields = headers
+        fields[.contentType] = "application/json; charset=utf-8"
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// RFC 3339 timestamps in UTC with milliseconds.
+enum RFC3339 {
+    static func string(from date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!))
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The export API of MISSION.md: start (`POST`, or `GET` that also streams),
+/// status, download, cancel or delete.
+struct ExportController: Sendable {
+    let manager: ExportManager
+    let downloads: DownloadResponder
+
+    func addRoutes(to router: Router<some RequestContext>) {
+        router.post("/exports/csv") { request, _ in try self.create(request) }
+        router.get("/exports/csv") { request, _ in try self.createAndStream(request) }
+        router.get("/exports/:id/status") { _, context in try self.status(context.parameters.get("id")) }
+        router.get("/exports/:id/download") { request, context in try self.download(request, id: context.parameters.get("id")) }
+        router.delete("/exports/:id") { _, context in try self.delete(context.parameters.get("id")) }
+    }
+
+    /// `POST /exports/csv`: 202 with the status JSON and a `Location`.
+    func create(_ request: Request) throws -> Response {
+        let job = try self.submit(request)
+        let status = job.snapshot()
+        return try JSONBody.response(status: .accepted, status, headers: [
+            .location: status.links.status,
+            HTTPField.Name("X-Export-Id")!: status.exportId.uuidString.lowercased(),
+        ])
+    }
+
+    /// `GET /exports/csv`: starts the export and streams it in this response.
+    func createAndStream(_ request: Request) throws -> Response {
+        let job = try self.submit(request)
+        let id = job.id.uuidString.lowercased()
+        return try self.downloads.response(for: job, request: request, extraHeaders: [
+            HTTPField.Name("X-Export-Id")!: id,
+            .contentLocation: "/exports/\(id)/download",
+        ])
+    }
+
+    func status(_ id: String?) throws -> Response {
+        try JSONBody.response(status: .ok, try self.job(id).snapshot())
+    }
+
+    func download(_ request: Request, id: String?) throws -> Response {
+        let job = try self.job(id)
+        return try self.downloads.response(for: job, request: request, extraHeaders: [
+            HTTPField.Name("X-Export-Id")!: job.id.uuidString.lowercased(),
+        ])
+    }
+
+    /// Cancels a queued or running export (200 with its status), or deletes an
+    /// ended one (204). Cancelling twice answers the same; a deleted export is gone (404).
+    func delete(_ id: String?) throws -> Response {
+        switch self.manager.delete(try Self.exportID(id)) {
+        case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
+        case .deleted: return Response(status: .noContent)
+        case .notFound: throw APIError.notFound()
+        }
+    }
+
+    private func submit(_ request: Request) throws -> ExportJob {
+        let exportRequest: ExportRequest
+        do {
+            exportRequest = try ExportRequest.parse(try QueryString.parse(request.uri.query))
+        } catch {
+            throw APIError.invalidParameter(error)
+        }
+        do {
+            return try self.manager.submit(exportRequest)
+        } catch {
+            throw APIError.queueFull(retryAfterSeconds: 5)
+        }
+    }
+
+    private func job(_ id: String?) throws -> ExportJob {
+        guard let job = self.manager.job(try Self.exportID(id)) else { throw APIError.notFound() }
+        return job
+    }
+
+    /// Export ids are UUIDs; anything else in the path is simply not found.
+    private static func exportID(_ text: String?) throws -> UUID {
+        guard let text, text.count == 36, let id = UUID(uuidString: text) else { throw APIError.notFound() }
+        return id
+    }
+}

@@ -1,0 +1,45 @@
+import CompressNIO
+import NIOCore
+
+/// A gzip stream for one response: bytes in, compressed bytes out. Owns its
+/// zlib state (through `ZlibCompressor`, freed in its `deinit`). Used by one
+/// task at a time; compression on the fly costs a core per reader at full
+/// speed, which is why the download issue replaces it with one shared,
+/// cached gzip file.
+final class GzipStream {
+    private let compressor: ZlibCompressor
+    private let allocator = ByteBufferAllocator()
+
+    init(level: Int32 = 6) throws {
+        self.compressor = try ZlibCompressor(
+            algorithm: .gzip,
+            configuration: ZlibConfiguration(windowSize: 15, compressionLevel: level, memoryLevel: 8)
+        )
+    }
+
+    /// Compresses `input`; the result may be empty while zlib gathers a block.
+    func compress(_ input: ByteBuffer) throws -> ByteBuffer {
+        var input = input
+        var output = self.allocator.buffer(capacity: self.compressor.maxSize(from: input))
+        try self.compressor.deflate(from: &input, to: &output, flush: .no)
+        return output
+    }
+
+    /// The end of the stream: what zlib still holds, and the gzip trailer,
+    /// in as many buffers as it takes.
+    func finish() throws -> [ByteBuffer] {
+        var empty = self.allocator.buffer(capacity: 0)
+        var buffers: [ByteBuffer] = []
+        while true {
+            var output = self.allocator.buffer(capacity: 64 * 1024)
+            do {
+                try self.compressor.deflate(from: &empty, to: &output, flush: .finish)
+                buffers.append(output)
+                return buffers
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                // Output full before the end: keep what was written, go on.
+                buffers.append(output)
+            }
+        }
+    }
+}

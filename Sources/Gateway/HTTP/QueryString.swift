@@ -1,0 +1,49 @@
+/// Splits a raw query string into name and value pairs, in order, decoding
+/// `%XX` and `+` as HTML forms do. Malformed percent-encoding or bytes that
+/// are not UTF-8 are a `ParameterError`, not a guess.
+enum QueryString {
+    static func parse(_ query: String?) throws(ParameterError) -> [(name: String, value: String)] {
+        guard let query, !query.isEmpty else { return [] }
+        var pairs: [(name: String, value: String)] = []
+        for part in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let equals = part.firstIndex(of: "=")
+            let rawName = equals.map { part[..<$0] } ?? part
+            let rawValue = equals.map { part[part.index(after: $0)...] } ?? ""
+            guard let name = decode(rawName) else {
+                throw ParameterError(parameter: String(rawName), message: "the query string has malformed percent-encoding")
+            }
+            guard let value = decode(rawValue) else {
+                throw ParameterError(parameter: name, message: "\(name) has malformed percent-encoding")
+            }
+            pairs.append((name, value))
+        }
+        return pairs
+    }
+
+    static func decode(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+                bytes.append(high << 4 | low)
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import CLibPQ
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libpq connection, owned by whoever made it. Every call blocks: use it on
+/// a thread of its own (the export workers, a `NIOThreadPool`), never on an event
+/// loop or the cooperative pool. Not thread-safe; `close()` or `deinit` frees it.
+/// No `OpaquePointer` leaves this folder.
+final class PostgresConnection {
+    private var conn: OpaquePointer?
+
+    /// Connects with a libpq connection string or URI and puts the session in
+    /// UTC, so timestamps come out as the CSV contract says.
+    init(url: String) throws {
+        let conn = PQconnectdb(url)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { Self.message(of: $0) } ?? "out of memory"
+            PQfinish(conn)
+            throw PostgresError.connectionFailed(message)
+        }
+        self.conn = conn
+        try self.execute("SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'")
+    }
+
+    deinit { self.close() }
+
+    func close() {
+        PQfinish(self.conn)
+        self.conn = nil
+    }
+
+    private var handle: OpaquePointer {
+        guard let conn = self.conn else { preconditionFailure("connection used after close") }
+        return conn
+    }
+
+    /// The backend's process id, for `pg_stat_activity` and `pg_terminate_backend`.
+    var backendPID: Int32 { PQbackendPID(self.handle) }
+
+    /// A handle that can cancel this connection's running query from another thread.
+    func makeCanceller() -> PostgresCanceller? {
+        PQgetCancel(self.handle).map(PostgresCanceller.init)
+    }
+
+    /// Runs SQL (several statements allowed, no parameters) and returns the rows
+    /// of the last result as text, NULL as nil.
+    @discardableResult
+    func execute(_ sql: String) throws -> [[String?]] {
+        guard let result = PQexec(self.handle, sql) else { throw PostgresError.connectionLost(Self.message(of: self.handle)) }
+        defer { PQclear(result) }
+        return try self.rows(of: result)
+    }
+
+    /// Runs one statement with text parameters bound by libpq (`$1`, `$2`, …).
+    @discardableResult
+    func execute(_ sql: String, parameters: [String?]) throws -> [[String?]] {
+        var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.map { strdup($0) } ?? nil }
+        defer { cStrings.forEach { free($0) } }
+        let result = cStrings.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { params in
+                PQexecParams(self.handle, sql, Int32(parameters.count), nil, params.baseAddress, nil, nil, 0)
+            }
+        }
+        guard let result else { throw PostgresError.connectionLost(Self.message(of: self.handle)) }
+        defer { PQclear(result) }
+        return try self.rows(of: result)
+    }
+
+    /// A string literal for SQL, quoted and escaped by libpq for this connection's
+    /// encoding and settings. For statements that cannot bind parameters, like COPY.
+    func literal(_ value: String) throws -> String {
+        guard let escaped = PQescapeLiteral(self.handle, value, value.utf8.count) else {
+            throw PostgresError.queryFailed(sqlState: nil, Self.message(of: self.handle))
+        }
+        defer { PQfreemem(escaped) }
+        return String(cString: escaped)
+    }
+
+    /// Runs `COPY … TO STDOUT` and hands each CopyData message (one CSV row, or
+    /// the header) to `onRow`. When no message is ready, `onIdle` runs before
+    /// waiting on the socket: the place to flush what was gathered, so readers
+    /// see rows as soon as the database has sent them. Another thread stops the
+    /// query with `PostgresCanceller`; this then throws `queryCancelled`.
+    func copyOut(
+        _ sql: String,
+        onRow: (UnsafeRawBufferPointer) throws -> Void,
+        onIdle: () throws -> Void
+    ) throws {
+        let conn = self.handle
+        guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        guard let first = PQgetResult(conn) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        let firstStatus = PQresultStatus(first)
+        if firstStatus != PGRES_COPY_OUT {
+            defer { PQclear(first); self.drainResults() }
+            _ = try self.rows(of: first)
+            throw PostgresError.queryFailed(sqlState: nil, "COPY did not start: \(String(cString: PQresStatus(firstStatus)))")
+        }
+        PQclear(first)
+
+        var rowError: (any Error)?
+        copying: while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(conn, &buffer, 1)
+            if n > 0, let buffer {
+                defer { PQfreemem(buffer) }
+                do {
+                    try onRow(UnsafeRawBufferPointer(start: buffer, count: Int(n)))
+                } catch {
+                    // Stop reading. The connection is mid-COPY now: its owner
+                    // closes it, which ends the query on the server.
+                    rowError = error
+                    break copying
+                }
+            } else if n == 0 {
+                try onIdle()
+                try self.waitForInput(conn)
+            } else if n == -1 {
+                break copying
+            } else {
+                throw PostgresError.connectionLost(Self.message(of: conn))
+            }
+        }
+        if let rowError {
+            throw rowError
+        }
+        // After the copy data: the command's final result says whether it succeeded.
+        var failure: PostgresError?
+        while let result = PQgetResult(conn) {
+            if PQresultStatus(result) != PGRES_COMMAND_OK, failure == nil {
+                failure = Self.error(of: result)
+            }
+            PQclear(result)
+        }
+        if let failure { throw failure }
+    }
+
+    private func waitForInput(_ conn: OpaquePointer) throws {
+        var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        while poll(&fds, 1, -1) < 0 {
+            if errno != EINTR { throw PostgresError.connectionLost("poll: \(String(cString: strerror(errno)))") }
+        }
+        guard PQconsumeInput(conn) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+    }
+
+    private func drainResults() {
+        while let result = PQgetResult(self.handle) { PQclear(result) }
+    }
+
+    private func rows(of result: OpaquePointer) throws -> [[String?]] {
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return []
+        case PGRES_TUPLES_OK:
+            let rowCount = PQntuples(result)
+            let columnCount = PQnfields(result)
+            return (0..<rowCount).map { row in
+                (0..<columnCount).map { column in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                }
+            }
+        default:
+            throw Self.error(of: result)
+        }
+    }
+
+    private static func error(of result: OpaquePointer) -> PostgresError {
+        let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let message = PQresultErrorMessage(result).map { String(cString: $0) } ?? "unknown error"
+        return .queryFailed(sqlState: sqlState, message.trimmingTrailingNewlines())
+    }
+
+    private static func message(of conn: OpaquePointer) -> String {
+        PQerrorMessage(conn).map { String(cString: $0).trimmingTrailingNewlines() } ?? "unknown error"
+    }
+}
+
+extension String {
+    fileprivate func trimmingTrailingNewlines() -> String {
+        var s = Substring(self)
+        while s.last == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}

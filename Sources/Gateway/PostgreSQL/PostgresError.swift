@@ -1,0 +1,38 @@
+/// An error from PostgreSQL or libpq. `description` is safe to show a client;
+/// the server's own message (which may quote SQL or data) is in `details`,
+/// for the log only, as postgres-nio's `PSQLError` does.
+struct PostgresError: Error, CustomStringConvertible, Sendable {
+    enum Code: Sendable {
+        case connectionFailed
+        case queryFailed
+        case queryCancelled
+        case connectionLost
+    }
+
+    let code: Code
+    /// The SQLSTATE, when the server sent one.
+    let sqlState: String?
+    let details: String
+
+    var description: String {
+        switch self.code {
+        case .connectionFailed: "could not connect to the database"
+        case .queryFailed: "the database query failed"
+        case .queryCancelled: "the database query was cancelled"
+        case .connectionLost: "the connection to the database was lost"
+        }
+    }
+
+    static func connectionFailed(_ details: String) -> PostgresError {
+        PostgresError(code: .connectionFailed, sqlState: nil, details: details)
+    }
+
+    static func queryFailed(sqlState: String?, _ details: String) -> PostgresError {
+        // 57014 query_canceled: what PQcancel (or statement_timeout) produces.
+        PostgresError(code: sqlState == "57014" ? .queryCancelled : .queryFailed, sqlState: sqlState, details: details)
+    }
+
+    static func connectionLost(_ details: String) -> PostgresError {
+        PostgresError(code: .connectionLost, sqlState: nil, details: details)
+    }
+}
