@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+import Hummingbird
+import Logging
+import NIOPosix
+@testable import Gateway
+
+/// A gateway running in this process on a free port, on a database of its own
+/// (created on the test PostgreSQL that scripts/test.sh started, and seeded
+/// by the gateway itself), with its own cache folder.
+final class TestServer: Sendable {
+    let port: Int
+    let databaseURL: String
+    let databaseName: String
+    let cacheDirectory: String
+    private let task: Task<Void, any Error>
+
+    static var adminURL: String {
+        ProcessInfo.processInfo.environment["TEST_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/postgres"
+    }
+
+    static var psql: String { ProcessInfo.processInfo.environment["PSQL"] ?? "psql" }
+
+    static func start(
+        rows: Int = 3000,
+        maxConcurrent: Int = 2,
+        maxQueued: Int = 100,
+        databaseURL: String? = nil,
+        seed: Bool = true
+    ) async throws -> TestServer {
+        let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
+        let url: String
+        if let databaseURL {
+            url = databaseURL
+        } else {
+            let admin = Self.adminURL
+            try await NIOThreadPool.singleton.runIfActive {
+                let db = try PostgresConnection(url: admin)
+                defer { db.close() }
+                try db.execute("CREATE DATABASE \(name)")
+            }
+            // Same server and user, the new database: replace the URI's path.
+            let path = try #require(admin.range(of: "/", options: .backwards))
+            url = admin[..<path.upperBound] + name
+        }
+        var configuration = Configuration()
+        configuration.http.port = 0
+        configuration.database.url = url
+        configuration.database.seedRows = rows
+        configuration.database.seed = seed
+        configuration.cache.directory = try temporaryDirectory("gateway-cache")
+        configuration.exports.maxConcurrent = maxConcurrent
+        configuration.exports.maxQueued = maxQueued
+        var logger = Logger(label: "test-gateway")
+        logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+        let app = try await buildApplication(configuration, logger: logger) { channel in
+            portContinuation.yield(channel.localAddress?.port ?? 0)
+        }
+        let task = Task {
+            defer { portContinuation.finish() }
+            try await app.run()
+        }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else {
+            task.cancel()
+            _ = await task.result
+            struct NotStarted: Error {}
+            throw NotStarted()
+        }
+        return TestServer(port: port, databaseURL: url, databaseName: name, cacheDirectory: configuration.cache.directory, task: task)
+    }
+
+    private init(port: Int, databaseURL: String, databaseName: String, cacheDirectory: String, task: Task<Void, any Error>) {
+        self.port = port
+        self.databaseURL = databaseURL
+        self.databaseName = databaseName
+        self.cacheDirectory = cacheDirectory
+        self.task = task
+    }
+
+    func url(_ path: String) -> String { "http://127.0.0.1:\(self.port)\(path)" }
+
+    func stop() async {
+        self.task.cancel()
+        _ = await self.task.result
+        try? FileManager.default.removeItem(atPath: self.cacheDirectory)
+    }
+
+    /// Files in the cache's `partial/` or `objects/` folder.
+    func files(in folder: String) -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: "\(self.cacheDirectory)/\(folder)")) ?? []
+    }
+
+    /// Runs SQL on this server's database from a connection of the test's own.
+    func sql(_ statement: String) async throws -> [[String?]] {
+        let url = self.databaseURL
+        return try await NIOThreadPool.singleton.runIfActive {
+            let db = try PostgresConnection(url: url)
+            defer { db.close() }
+            return try db.execute(statement)
+        }
+    }
+
+    /// What PostgreSQL itself writes for this query: `psql \copy … TO STDOUT`
+    /// in a UTC session, the oracle for every CSV byte.
+    func psqlCopy(_ select: String, delimiter: String = ",", quote: String = "\"") async throws -> Data {
+        func literal(_ s: String) -> String { s == "\t" ? "E'\\t'" : "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+        let command = "\\copy (\(select)) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER \(literal(delimiter)), QUOTE \(literal(quote)))"
+        let result = try await run(Self.psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.databaseURL, "-c", command], environment: ["PGTZ": "UTC"])
+        guard result.status == 0 else {
+            struct PsqlFailed: Error { let stderr: String }
+            throw PsqlFailed(stderr: result.stderr)
+        }
+        return result.stdout
+    }
+}
+
+/// Holds `ACCESS EXCLUSIVE` on `users` in an open transaction, so an export's
+/// query waits (running, no bytes yet) until `release()`: a real way to keep
+/// an export in flight for as long as a test needs.
+final class TableLock: @unchecked Sendable {
+    // @unchecked: the connection is used only through the thread pool, one call at a time.
+    private let db: PostgresConnection
+
+    private init(db: PostgresConnection) { self.db = db }
+
+    static func lockUsers(_ server: TestServer) async throws -> TableLock {
+        let url = server.databaseURL
+        let db = try await NIOThreadPool.singleton.runIfActive { () -> TableLockBox in
+            let db = try PostgresConnection(url: url)
+            try db.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            return TableLockBox(db: db)
+        }
+        return TableLock(db: db.db)
+    }
+
+    func release() async throws {
+        let db = self.db
+        let box = TableLockBox(db: db)
+        try await NIOThreadPool.singleton.runIfActive {
+            try box.db.execute("ROLLBACK")
+            box.db.close()
+        }
+    }
+}
+
+/// Carries a connection across the thread-pool boundary.
+struct TableLockBox: @unchecked Sendable {
+    let db: PostgresConnection
+}

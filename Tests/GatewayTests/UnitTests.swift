@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+@testable import Gateway
+
+struct ExportRequestTests {
+    func parse(_ query: String) throws -> ExportRequest {
+        try ExportRequest.parse(try QueryString.parse(query))
+    }
+
+    @Test func defaultsAreAllColumnsCommaAndDoubleQuote() throws {
+        let request = try self.parse("")
+        #expect(request.columns == UsersTable.columns)
+        #expect(request.delimiter == "," && request.quote == "\"")
+        #expect(request.minLifetimeValue == nil)
+    }
+
+    @Test func listsAreNormalisedAndMerged() throws {
+        let request = try self.parse("country_code=us,%20De&subscription_tier=PRO&subscription_tier=free&min_ltv=0&columns=notes,id")
+        #expect(request.countryCodes == ["US", "DE"])
+        #expect(request.subscriptionTiers == ["pro", "free"])
+        #expect(request.minLifetimeValue == "0")
+        #expect(request.columns == ["notes", "id"])
+    }
+
+    @Test func namedAndEncodedDelimiters() throws {
+        #expect(try self.parse("delimiter=tab").delimiter == "\t")
+        #expect(try self.parse("delimiter=%09").delimiter == "\t")
+        #expect(try self.parse("delimiter=%7C&quoteChar=%27").quote == "'")
+    }
+
+    @Test func decimalsThatNumericAccepts() {
+        for good in ["0", "12", "99.95", "-1", "+3.5", "9999999999.99"] { #expect(ExportRequest.isDecimal(good), "\(good)") }
+        for bad in ["", ".5", "5.", "1e3", "0x10", "1.2.3", "NaN", "12345678901", "1 ", "١٢"] { #expect(!ExportRequest.isDecimal(bad), "\(bad)") }
+    }
+
+    @Test func sqlQuotesEveryValueThroughTheEscaper() throws {
+        let request = try self.parse("country_code=US&min_ltv=5&columns=id,email&delimiter=;")
+        let sql = try ExportQuery(request: request).copy(literal: { "<\($0)>" })
+        #expect(sql == "COPY (SELECT id, email FROM users WHERE country_code IN (<US>) AND lifetime_value >= <5>::numeric ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER <;>, QUOTE <\">)")
+    }
+
+    @Test func planRowsAreReadFromExplain() {
+        #expect(ExportQuery.estimatedRows(fromPlanLine: "Sort  (cost=1.0..2.0 rows=12345 width=100)") == 12345)
+        #expect(ExportQuery.estimatedRows(fromPlanLine: "nonsense") == nil)
+    }
+}
+
+struct HeaderParsingTests {
+    @Test func rangesFollowRFC9110() {
+        #expect(ByteRange.parse("bytes=0-9", size: 100) == .satisfiable(0...9))
+        #expect(ByteRange.parse("bytes=90-", size: 100) == .satisfiable(90...99))
+        #expect(ByteRange.parse("bytes=-10", size: 100) == .satisfiable(90...99))
+        #expect(ByteRange.parse("bytes=-1000", size: 100) == .satisfiable(0...99))
+        #expect(ByteRange.parse("bytes=50-1000", size: 100) == .satisfiable(50...99))
+        #expect(ByteRange.parse("bytes=100-", size: 100) == .unsatisfiable)
+        #expect(ByteRange.parse("bytes=-0", size: 100) == .unsatisfiable)
+        for ignored in [nil, "", "bytes=", "bytes=a-b", "bytes=5-1", "lines=1-2", "bytes=1-2,4-5", "bytes=99999999999999999999-"] {
+            #expect(ByteRange.parse(ignored, size: 100) == ByteRange.none, "\(ignored ?? "nil")")
+        }
+    }
+
+    @Test func acceptEncodingHonoursQValues() {
+        #expect(AcceptEncoding.prefersGzip("gzip"))
+        #expect(AcceptEncoding.prefersGzip("deflate, gzip, br, zstd"))
+        #expect(AcceptEncoding.prefersGzip("*"))
+        #expect(AcceptEncoding.prefersGzip("gzip;q=0.5, identity;q=0.1"))
+        #expect(!AcceptEncoding.prefersGzip(nil))
+        #expect(!AcceptEncoding.prefersGzip("identity"))
+        #expect(!AcceptEncoding.prefersGzip("gzip;q=0"))
+        #expect(!AcceptEncoding.prefersGzip("br"))
+        #expect(!AcceptEncoding.prefersGzip("*;q=0, identity"))
+        #expect(!AcceptEncoding.prefersGzip("gzip;q=0.5"), "identity (q=1 by default) is preferred")
+    }
+
+    @Test func queryStringDecodesStrictly() throws {
+        let pairs = try QueryString.parse("a=1&b=x%2Cy&c=hello+world&d&e=%E2%9C%93")
+        #expect(pairs.map(\.name) == ["a", "b", "c", "d", "e"])
+        #expect(pairs.map(\.value) == ["1", "x,y", "hello world", "", "✓"])
+        #expect(throws: ParameterError.self) { try QueryString.parse("a=%G1") }
+        #expect(throws: ParameterError.self) { try QueryString.parse("a=%FF") }
+    }
+
+    @Test func dotEnvReadsTheCommonForms() {
+        let values = DotEnv.parse("# comment\nPORT=9000\nexport HOST=0.0.0.0\nDATABASE_URL=\"postgresql://u@h/db?x=1\"\n\nBAD LINE\n")
+        #expect(values == ["PORT": "9000", "HOST": "0.0.0.0", "DATABASE_URL": "postgresql://u@h/db?x=1"])
+    }
+
+    @Test func configurationRejectsBadValues() throws {
+        #expect(throws: Configuration.Invalid.self) { try Configuration(environment: ["PORT": "http"]) }
+        #expect(throws: Configuration.Invalid.self) { try Configuration(environment: ["MAX_CONCURRENT_EXPORTS": "0"]) }
+        let configuration = try Configuration(environment: ["SEED_ROWS": "1_000", "MAX_QUEUED_EXPORTS": "3"])
+        #expect(configuration.database.seedRows == 1000)
+        #expect(configuration.exports.maxQueued == 3)
+        #expect(configuration.http.port == 8080)
+    }
+}
+
+struct StateMachineTests {
+    @Test func schedulerRunsQueuesAndRefuses() {
+        var scheduler = ExportScheduler(maxRunning: 1, maxQueued: 2)
+        let (a, b, c, d) = (UUID(), UUID(), UUID(), UUID())
+        let admissions = [a, b, c, d].map { scheduler.submit($0) }
+        #expect(admissions == [.start, .queued(position: 1), .queued(position: 2), .rejected])
+        let removed = (scheduler.removeQueued(b), scheduler.removeQueued(b))
+        #expect(removed == (true, false))
+        let next = scheduler.finished(a)
+        #expect(next == c)
+        let none = scheduler.finished(c)
+        #expect(none == nil)
+        let again = scheduler.submit(d)
+        #expect(again == .start)
+    }
+
+    @Test func lifecycleRefusesEventsAfterItEnds() {
+        var life = ExportLifecycle()
+        let started = life.start(at: Date())
+        let cancel = life.cancel(at: Date())
+        let completed = life.complete(.init(path: "/x", size: 1, sha256: "ab"), at: Date())
+        let failed = life.fail("late", at: Date())
+        #expect(started && !completed && !failed)
+        #expect(cancel == .stopWorker)
+        #expect(life.status == .cancelled)
+        let again = life.cancel(at: Date())
+        #expect(again == .alreadyEnded(.cancelled))
+
+        var queued = ExportLifecycle()
+        let queuedCancel = queued.cancel(at: Date())
+        let lateStart = queued.start(at: Date())
+        #expect(queuedCancel == .removeFromQueue && !lateStart)
+    }
+}
