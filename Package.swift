@@ -29,6 +29,8 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // glibc's mallopt, for MemoryTuning.swift.
+        .systemLibrary(name: "CMalloc"),
         // The content-addressed store and growing files: knows nothing of HTTP or PostgreSQL.
         .target(
             name: "Cache",
@@ -43,6 +45,7 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "CLibPQ",
+                "CMalloc",
                 "Cache",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CompressNIO", package: "compress-nio"),

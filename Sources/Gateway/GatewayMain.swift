@@ -5,6 +5,7 @@ import Logging
 @main
 struct GatewayMain {
     static func main() async {
+        MemoryTuning.apply()
         let configuration: Configuration
         do {
             configuration = try Configuration.load()
@@ -12,6 +13,9 @@ struct GatewayMain {
             FileHandle.standardError.write(Data("gateway: \(error)\n".utf8))
             exit(2)
         }
+        // stderr is unbuffered: progress lines (seeding) show at once even
+        // when the output is a pipe or a file, as under Docker.
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "gateway")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         do {
