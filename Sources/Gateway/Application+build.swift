@@ -13,7 +13,7 @@ func prepareStorage(_ configuration: Configuration, logger: Logger) async throws
     if removed > 0 { logger.notice("removed partial files left by an earlier run", metadata: ["gateway.cache.removed": "\(removed)"]) }
     if configuration.database.seed {
         let seeder = Seeder(databaseURL: configuration.database.url, rows: configuration.database.seedRows, logger: logger)
-        try await NIOThreadPool.singleton.runIfActive { try seeder.seedIfEmpty() }
+        _ = try await NIOThreadPool.singleton.runIfActive { try seeder.seedIfEmpty() }
     }
     return store
 }

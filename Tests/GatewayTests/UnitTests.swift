@@ -1,3 +1,4 @@
+import NIOCore
 import Foundation
 import Testing
 @testable import Gateway
@@ -127,5 +128,31 @@ struct StateMachineTests {
         let queuedCancel = queued.cancel(at: Date())
         let lateStart = queued.start(at: Date())
         #expect(queuedCancel == .removeFromQueue && !lateStart)
+    }
+}
+
+struct GzipStreamTests {
+    /// What a live gzip reader has received after a flush decompresses to
+    /// everything given so far, even though the stream is not finished.
+    @Test func flushMakesEverythingSoFarDecompressible() async throws {
+        let stream = try GzipStream()
+        let text = String(repeating: "id,name\n1,\"Zoë, Jr.\"\n", count: 200)
+        var received = [UInt8]()
+        for buffer in [try stream.compress(ByteBuffer(string: text))] + (try stream.flush()) {
+            received += buffer.readableBytesView
+        }
+        #expect(try stream.flush().isEmpty, "nothing new, nothing to flush")
+        let path = NSTemporaryDirectory() + "partial-\(UUID().uuidString).gz"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(received).write(to: URL(fileURLWithPath: path))
+        let script = "import sys, zlib; d = zlib.decompressobj(31); sys.stdout.buffer.write(d.decompress(open(sys.argv[1], 'rb').read()))"
+        let result = try await run("python3", ["-c", script, path])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.text == text)
+
+        var whole = received
+        for buffer in try stream.finish() { whole += buffer.readableBytesView }
+        try Data(whole).write(to: URL(fileURLWithPath: path))
+        #expect(try await run("gzip", ["-dc", path]).text == text)
     }
 }

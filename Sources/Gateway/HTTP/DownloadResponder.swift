@@ -98,6 +98,7 @@ struct DownloadResponder: Sendable {
                 if let gzipStream {
                     let compressed = try gzipStream.compress(chunk)
                     if compressed.readableBytes > 0 { try await writer.write(compressed) }
+                    if reader.isCaughtUp { try await writer.write(contentsOf: try gzipStream.flush()) }
                 } else {
                     try await writer.write(chunk)
                 }
