@@ -28,6 +28,7 @@ public struct CacheError: Error, CustomStringConvertible, Sendable {
     }
 
     public var isDiskFull: Bool { self.code == .diskFull }
+    public var isCancelled: Bool { self.code == .cancelled }
 
     /// A failed system call: ENOSPC and EDQUOT become `diskFull`, the rest `io`.
     static func system(_ call: String, path: String, errno err: Int32) -> CacheError {

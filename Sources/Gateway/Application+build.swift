@@ -21,7 +21,8 @@ func prepareStorage(_ configuration: Configuration, logger: Logger) async throws
 func buildRouter(manager: ExportManager, configuration: Configuration) -> Router<BasicRequestContext> {
     let router = Router()
     router.add(middleware: ErrorMiddleware())
-    ExportController(manager: manager, downloads: DownloadResponder()).addRoutes(to: router)
+    let downloads = DownloadResponder(manager: manager, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))
+    ExportController(manager: manager, downloads: downloads).addRoutes(to: router)
     HealthController(databaseURL: configuration.database.url, store: manager.store).addRoutes(to: router)
     return router
 }

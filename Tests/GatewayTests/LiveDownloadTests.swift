@@ -76,4 +76,47 @@ struct LiveDownloadTests {
         #expect(server.files(in: "partial").isEmpty)
         #expect(server.files(in: "objects").isEmpty)
     }
+
+    @Test func closedRangeOfWrittenBytesOnARunningExportIs206WithUnknownLength() async throws {
+        let server = try await TestServer.start(rows: 400_000)
+        defer { Task { await server.stop() } }
+        let id = try #require(try await curl(server.url("/exports/csv"), method: "POST").json["exportId"] as? String)
+        try await eventually("bytes written") { (try await curl(server.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 1000 }
+        let partial = try await curl(server.url("/exports/\(id)/download"), ["-H", "Range: bytes=0-99"])
+        #expect(partial.status == 206)
+        let contentRange = try #require(partial.headers["content-range"])
+        // Answered while running ("/*"), or, if the export won the race, as a finished file.
+        #expect(contentRange == "bytes 0-99/*" || contentRange.hasPrefix("bytes 0-99/"))
+        #expect(partial.body.count == 100)
+        try await eventually("completion") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
+        let whole = try await curl(server.url("/exports/\(id)/download"))
+        #expect(partial.body == whole.body.prefix(100))
+    }
+
+    @Test func curlResumeOfARunningExportNeverEndsShortWithSuccess() async throws {
+        let server = try await TestServer.start(rangeWaitSeconds: 1)
+        defer { Task { await server.stop() } }
+        let expected = try await server.psqlCopy(Self.select)
+        let lock = try await TableLock.lockUsers(server)
+        let id = try #require(try await curl(server.url("/exports/csv"), method: "POST").json["exportId"] as? String)
+        let path = NSTemporaryDirectory() + "resume-live-\(UUID().uuidString).csv"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        // The export cannot finish within the wait: curl gets a 200 to its
+        // resume, which it refuses at the first byte (exit 33); here no byte
+        // comes while the lock is held, so it gives up at --max-time (28).
+        try expected.prefix(1000).write(to: URL(fileURLWithPath: path))
+        let refused = try await run("curl", ["-s", "-S", "-C", "-", "--max-time", "4", "-o", path, server.url("/exports/\(id)/download")])
+        #expect(refused.status != 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) != expected)
+
+        // The export finishes during the wait: the resume completes the file.
+        try expected.prefix(1000).write(to: URL(fileURLWithPath: path))
+        let resume = try RunningProcess("curl", ["-s", "-S", "-f", "-C", "-", "--max-time", "20", "-o", path, server.url("/exports/\(id)/download")])
+        try await Task.sleep(for: .milliseconds(200))
+        try await lock.release()
+        let resumed = await resume.wait()
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == expected)
+    }
 }

@@ -48,16 +48,30 @@ struct ExportRequestTests {
 
 struct HeaderParsingTests {
     @Test func rangesFollowRFC9110() {
-        #expect(ByteRange.parse("bytes=0-9", size: 100) == .satisfiable(0...9))
-        #expect(ByteRange.parse("bytes=90-", size: 100) == .satisfiable(90...99))
-        #expect(ByteRange.parse("bytes=-10", size: 100) == .satisfiable(90...99))
-        #expect(ByteRange.parse("bytes=-1000", size: 100) == .satisfiable(0...99))
-        #expect(ByteRange.parse("bytes=50-1000", size: 100) == .satisfiable(50...99))
+        #expect(ByteRange.parse("bytes=0-9", size: 100) == .ranges([0...9]))
+        #expect(ByteRange.parse("bytes=90-", size: 100) == .ranges([90...99]))
+        #expect(ByteRange.parse("bytes=-10", size: 100) == .ranges([90...99]))
+        #expect(ByteRange.parse("bytes=-1000", size: 100) == .ranges([0...99]))
+        #expect(ByteRange.parse("bytes=50-1000", size: 100) == .ranges([50...99]))
+        #expect(ByteRange.parse("Bytes=1-2 , 4-5", size: 100) == .ranges([1...2, 4...5]))
+        #expect(ByteRange.parse("bytes=40-49,0-9,5-20,21-22", size: 100) == .ranges([0...22, 40...49]))
+        #expect(ByteRange.parse("bytes=0-0,200-300", size: 100) == .ranges([0...0]))
         #expect(ByteRange.parse("bytes=100-", size: 100) == .unsatisfiable)
         #expect(ByteRange.parse("bytes=-0", size: 100) == .unsatisfiable)
-        for ignored in [nil, "", "bytes=", "bytes=a-b", "bytes=5-1", "lines=1-2", "bytes=1-2,4-5", "bytes=99999999999999999999-"] {
-            #expect(ByteRange.parse(ignored, size: 100) == ByteRange.none, "\(ignored ?? "nil")")
+        #expect(ByteRange.parse("bytes=0-", size: 0) == .unsatisfiable)
+        let tooMany = "bytes=" + (0..<17).map { "\($0)-\($0)" }.joined(separator: ",")
+        for ignored in [nil, "", "bytes=", "bytes = 1-2", "bytes=a-b", "bytes=5-1", "lines=1-2", "bytes=1-2,,4-5", "bytes=99999999999999999999-", tooMany] {
+            #expect(ByteRange.parse(ignored, size: 100) == ByteRange.Resolution.none, "\(ignored ?? "nil")")
         }
+        #expect(ByteRange.specs("bytes=5-9,-3,7-") == [.closed(5, 9), .suffix(3), .from(7)])
+    }
+
+    @Test func multipartFramingCountsEveryByte() {
+        let multipart = MultipartByteRanges(ranges: [0...9, 20...29], size: 100, contentType: "text/csv")
+        let body = multipart.partHeaders[0] + String(repeating: "a", count: 10) + multipart.partHeaders[1] + String(repeating: "b", count: 10) + multipart.closing
+        #expect(multipart.length == body.utf8.count)
+        #expect(multipart.partHeaders[1].hasPrefix("\r\n--\(multipart.boundary)\r\n"))
+        #expect(multipart.closing == "\r\n--\(multipart.boundary)--\r\n")
     }
 
     @Test func acceptEncodingHonoursQValues() {

@@ -21,6 +21,8 @@ final class ExportJob: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The gzip form, made once by `GzipProducer` when a gzip reader first asks.
+    private let gzip = Mutex<GrowingFile?>(nil)
 
     init(id: UUID = UUID(), request: ExportRequest, createdAt: Date = Date()) {
         self.id = id
@@ -29,6 +31,22 @@ final class ExportJob: Sendable {
     }
 
     var status: ExportLifecycle.Status { self.state.withLock { $0.lifecycle.status } }
+
+    /// The gzip form of the CSV; `start` is called only by the first caller,
+    /// to set its production going.
+    func gzipFile(orStart start: (GrowingFile) -> Void) -> GrowingFile {
+        let (file, created) = self.gzip.withLock { gzip -> (GrowingFile, Bool) in
+            if let gzip { return (gzip, false) }
+            let file = GrowingFile()
+            gzip = file
+            return (file, true)
+        }
+        if created { start(file) }
+        return file
+    }
+
+    /// The finished gzip form, once there is one.
+    var publishedGzip: PublishedFile? { self.gzip.withLock { $0 }?.completedFile }
     var publishedFile: PublishedFile? { self.state.withLock { $0.lifecycle.file } }
 
     /// Queued → running; false if it was cancelled while it waited.
@@ -101,8 +119,9 @@ final class ExportJob: Sendable {
     }
 
     func snapshot(now: Date = Date()) -> ExportStatus {
-        self.state.withLock { state in
-            ExportStatus(job: self, lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, now: now)
+        let gzip = self.publishedGzip
+        return self.state.withLock { state in
+            ExportStatus(job: self, lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip, now: now)
         }
     }
 }

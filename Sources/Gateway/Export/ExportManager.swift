@@ -33,6 +33,10 @@ final class ExportManager: Service, Sendable {
 
     let store: ContentStore
     private let runner: ExportRunner
+    private let gzipProducer: GzipProducer
+    /// Exports whose gzip form a reader asked for; `run` starts one producer each.
+    private let gzipRequests: AsyncStream<(ExportJob, GrowingFile)>
+    private let gzipRequestSink: AsyncStream<(ExportJob, GrowingFile)>.Continuation
     private let workers: NIOThreadPool
     private let state: Mutex<State>
     private let logger: Logger
@@ -41,20 +45,58 @@ final class ExportManager: Service, Sendable {
         self.store = store
         self.logger = logger
         self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, logger: logger)
+        self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
+        (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
         self.workers = NIOThreadPool(numberOfThreads: configuration.exports.maxConcurrent)
         self.workers.start()
         self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: configuration.exports.maxConcurrent, maxQueued: configuration.exports.maxQueued)))
     }
 
+    /// Runs the gzip producers until shutdown; then cancels what is queued or
+    /// running (their partial files go) and stops the worker threads.
     func run() async throws {
-        // Returns on graceful shutdown, or throws when the group is cancelled: both end the exports.
-        try? await gracefulShutdown()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                // Returns on graceful shutdown, throws when cancelled: both end it.
+                try? await gracefulShutdown()
+                self.stopAll()
+            }
+            for await (job, target) in self.gzipRequests {
+                group.addTask {
+                    guard let published = await self.gzipProducer.run(source: job.file, target: target) else { return }
+                    let orphan = self.state.withLock { state -> String? in
+                        guard state.jobs[job.id] == nil else {
+                            state.references[published.path, default: 0] += 1
+                            return nil
+                        }
+                        // Deleted while compressing: keep the file only if another export has it.
+                        return state.references[published.path] == nil ? published.path : nil
+                    }
+                    if let orphan { self.store.removeObject(atPath: orphan) }
+                }
+            }
+            // The stream ends at shutdown: stop the producers still compressing.
+            group.cancelAll()
+        }
+        try await self.workers.shutdownGracefully()
+    }
+
+    private func stopAll() {
         let active = self.state.withLock { state in
             state.shuttingDown = true
             return state.jobs.values.filter { $0.status == .queued || $0.status == .running }
         }
         for job in active { _ = self.delete(job.id) }
-        try await self.workers.shutdownGracefully()
+        self.gzipRequestSink.finish()
+    }
+
+    /// The gzip form of an export's CSV, made once whoever asks first.
+    func gzipFile(for job: ExportJob) -> GrowingFile {
+        job.gzipFile { target in
+            if case .terminated = self.gzipRequestSink.yield((job, target)) {
+                target.fail(.failed("the server is shutting down"))
+            }
+        }
     }
 
     /// Admits a new export: it starts now, or waits its turn, or is refused
@@ -92,11 +134,11 @@ final class ExportManager: Service, Sendable {
             return .cancelled(job)
         case .alreadyEnded(let status):
             if status == .cancelled { return .cancelled(job) }
-            let orphan = self.state.withLock { state -> String? in
+            let orphans = self.state.withLock { state -> [String] in
                 state.jobs[id] = nil
-                return job.publishedFile.flatMap { state.release($0.path) }
+                return [job.publishedFile, job.publishedGzip].compactMap { $0.flatMap { state.release($0.path) } }
             }
-            if let orphan { self.store.removeObject(atPath: orphan) }
+            for orphan in orphans { self.store.removeObject(atPath: orphan) }
             return .deleted
         }
     }

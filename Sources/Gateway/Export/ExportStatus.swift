@@ -1,3 +1,4 @@
+import Cache
 import Foundation
 
 /// The JSON of `GET /exports/{id}/status` (and of the 202 that starts one).
@@ -23,11 +24,13 @@ struct ExportStatus: Encodable, Sendable {
     let completedAt: Date?
     let sizeBytes: Int?
     let sha256: String?
+    let gzipSizeBytes: Int?
+    let gzipSha256: String?
     let error: String?
     let downloadUrl: String
     let links: Links
 
-    init(job: ExportJob, lifecycle: ExportLifecycle, rowsWritten: Int, bytesWritten: Int, totalRows: Int?, totalRowsExact: Bool, now: Date) {
+    init(job: ExportJob, lifecycle: ExportLifecycle, rowsWritten: Int, bytesWritten: Int, totalRows: Int?, totalRowsExact: Bool, gzip: PublishedFile?, now: Date) {
         self.exportId = job.id
         self.status = lifecycle.status
         self.rowsWritten = rowsWritten
@@ -39,6 +42,8 @@ struct ExportStatus: Encodable, Sendable {
         self.completedAt = lifecycle.completedAt
         self.sizeBytes = lifecycle.file?.size
         self.sha256 = lifecycle.file?.sha256
+        self.gzipSizeBytes = gzip?.size
+        self.gzipSha256 = gzip?.sha256
         self.error = lifecycle.errorMessage
         self.downloadUrl = "/exports/\(job.id.uuidString.lowercased())/download"
         self.links = Links(status: "/exports/\(job.id.uuidString.lowercased())/status", download: self.downloadUrl)
@@ -71,7 +76,7 @@ struct ExportStatus: Encodable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case exportId, status, rowsWritten, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
-            etaSeconds, createdAt, startedAt, completedAt, sizeBytes, sha256, error, downloadUrl, links
+            etaSeconds, createdAt, startedAt, completedAt, sizeBytes, sha256, gzipSizeBytes, gzipSha256, error, downloadUrl, links
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -90,6 +95,8 @@ struct ExportStatus: Encodable, Sendable {
         try c.encode(self.completedAt, forKey: .completedAt)
         try c.encode(self.sizeBytes, forKey: .sizeBytes)
         try c.encode(self.sha256, forKey: .sha256)
+        try c.encode(self.gzipSizeBytes, forKey: .gzipSizeBytes)
+        try c.encode(self.gzipSha256, forKey: .gzipSha256)
         try c.encode(self.error, forKey: .error)
         try c.encode(self.downloadUrl, forKey: .downloadUrl)
         try c.encode(self.links, forKey: .links)

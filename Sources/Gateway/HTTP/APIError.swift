@@ -13,7 +13,6 @@ struct APIError: HTTPResponseError, Sendable {
         case queueFull = "queue_full"
         case exportFailed = "export_failed"
         case exportCancelled = "export_cancelled"
-        case rangeNotSatisfiable = "range_not_satisfiable"
         case unhealthy
         case internalError = "internal_error"
     }
@@ -52,12 +51,6 @@ struct APIError: HTTPResponseError, Sendable {
 
     static func exportCancelled() -> APIError {
         APIError(code: .exportCancelled, status: .gone, message: "the export was cancelled")
-    }
-
-    static func rangeNotSatisfiable(size: Int) -> APIError {
-        var e = APIError(code: .rangeNotSatisfiable, status: .rangeNotSatisfiable, message: "the range is outside the \(size)-byte file")
-        e.headers[.contentRange] = "bytes */\(size)"
-        return e
     }
 
     static func internalError() -> APIError {

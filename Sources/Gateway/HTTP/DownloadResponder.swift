@@ -1,74 +1,131 @@
 import Cache
+import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOPosix
 
-/// Builds the response that downloads an export.
+/// Builds the response that downloads an export, as its CSV or, when the
+/// client prefers gzip, as its gzip form (made once by `GzipProducer`). Both
+/// are growing files and are served the same way:
 ///
-/// - Queued or running: 200, chunked, following the growing file until the
-///   export ends. If it fails or is cancelled the body throws, the connection
-///   closes without the final chunk, and the client sees an aborted transfer.
-/// - Completed: `Content-Length`, strong `ETag` (the SHA-256), `Accept-Ranges`,
-///   one `Range` (206 / 416), `If-Range`, `If-None-Match` (304).
-/// - `Accept-Encoding: gzip`: compressed on the fly in both cases, without
-///   ranges, `Content-Length` or the CSV's ETag, since the bytes differ.
+/// - Finished: `Content-Length`, a strong `ETag` (the SHA-256 of the bytes
+///   sent), `Repr-Digest`, `Accept-Ranges`; one or several ranges (206, single
+///   or `multipart/byteranges`), 416, `If-Range`, `If-None-Match` (304).
+/// - Still being written: 200, chunked, following the file to its end; if
+///   the export fails or is cancelled the body throws, the connection closes
+///   without the final chunk, and the client sees an aborted transfer. A
+///   closed range whose bytes exist is a 206 with `Content-Range: bytes a-b/*`;
+///   a range that reaches past them waits (up to `rangeWait`) for the bytes or
+///   the end, and is otherwise ignored. Never a short 206 that looks final.
 struct DownloadResponder: Sendable {
+    let manager: ExportManager
+    var rangeWait: Duration = .seconds(15)
     var threadPool: NIOThreadPool = .singleton
     var chunkSize = 128 * 1024
 
-    func response(for job: ExportJob, request: Request, extraHeaders: HTTPFields = [:]) throws -> Response {
+    func response(for job: ExportJob, request: Request, extraHeaders: HTTPFields = [:]) async throws -> Response {
+        switch job.status {
+        case .cancelled: throw APIError.exportCancelled()
+        case .failed: throw APIError.exportFailed(job.snapshot().error ?? "unknown error")
+        case .queued, .running, .completed: break
+        }
         var headers = extraHeaders
         headers[.contentType] = "text/csv; charset=utf-8"
         headers[.contentDisposition] = "attachment; filename=\"export-\(job.id.uuidString.lowercased()).csv\""
         headers[.vary] = "Accept-Encoding"
-
-        switch job.status {
-        case .cancelled:
-            throw APIError.exportCancelled()
-        case .failed:
-            throw APIError.exportFailed(job.snapshot().error ?? "unknown error")
-        case .queued, .running, .completed:
-            break
-        }
-
-        let gzip = AcceptEncoding.prefersGzip(request.headers[.acceptEncoding])
-        guard let file = job.publishedFile else {
-            headers[.cacheControl] = "no-store"
-            if gzip { headers[.contentEncoding] = "gzip" }
-            return Response(status: .ok, headers: headers, body: self.body(job.file, range: nil, gzip: gzip))
-        }
-
-        if gzip {
+        let file: GrowingFile
+        if AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
             headers[.contentEncoding] = "gzip"
-            return Response(status: .ok, headers: headers, body: self.body(job.file, range: nil, gzip: true))
+            file = self.manager.gzipFile(for: job)
+        } else {
+            file = job.file
         }
 
-        let etag = "\"\(file.sha256)\""
+        if let published = file.completedFile {
+            return self.finished(published, file: file, request: request, headers: headers)
+        }
+        // Still being written. A Range asks for bytes that may not exist yet.
+        if let specs = ByteRange.specs(request.headers[.range]), request.headers[.ifRange] == nil {
+            if specs.count == 1, case .closed(let first, let last) = specs[0] {
+                if try await self.waitForProgress(file, beyond: last) {
+                    if let published = file.completedFile {
+                        return self.finished(published, file: file, request: request, headers: headers)
+                    }
+                    headers[.cacheControl] = "no-store"
+                    headers[.contentRange] = "bytes \(first)-\(last)/*"
+                    headers[.contentLength] = String(last - first + 1)
+                    return Response(status: .partialContent, headers: headers, body: self.body(file, ranges: [first...last]))
+                }
+            } else if try await self.waitForProgress(file, beyond: .max - 1), let published = file.completedFile {
+                // Open-ended and suffix ranges need the final size: answered once it is known.
+                return self.finished(published, file: file, request: request, headers: headers)
+            }
+            // Waited long enough: the whole file, live. `curl -C -` refuses a 200
+            // to a resume rather than taking it for the rest.
+        }
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil))
+    }
+
+    /// A finished file: validators, ranges and the digest of what is sent.
+    private func finished(_ published: PublishedFile, file: GrowingFile, request: Request, headers: HTTPFields) -> Response {
+        var headers = headers
+        let etag = "\"\(published.sha256)\""
         headers[.eTag] = etag
         headers[.acceptRanges] = "bytes"
         headers[.cacheControl] = "no-cache"
+        headers[HTTPField.Name("Repr-Digest")!] = "sha-256=:\(Self.base64(hex: published.sha256)):"
         if let ifNoneMatch = request.headers[.ifNoneMatch], Self.matches(ifNoneMatch, etag: etag) {
             headers[.contentType] = nil
             headers[.contentDisposition] = nil
             return Response(status: .notModified, headers: headers)
         }
-
-        var range = ByteRange.parse(request.headers[.range], size: file.size)
+        var resolution = ByteRange.parse(request.headers[.range], size: published.size)
         if let ifRange = request.headers[.ifRange], ifRange.trimmingSpaces() != etag {
-            // The client's copy is of other bytes: it needs the whole file.
-            range = .none
+            // The client's copy is of other bytes (or dated): it needs the whole file.
+            resolution = .none
         }
-        switch range {
+        switch resolution {
         case .none:
-            headers[.contentLength] = String(file.size)
-            return Response(status: .ok, headers: headers, body: self.body(job.file, range: nil, gzip: false, length: file.size))
+            headers[.contentLength] = String(published.size)
+            return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, length: published.size))
         case .unsatisfiable:
-            throw APIError.rangeNotSatisfiable(size: file.size)
-        case .satisfiable(let bytes):
-            headers[.contentRange] = "bytes \(bytes.lowerBound)-\(bytes.upperBound)/\(file.size)"
-            headers[.contentLength] = String(bytes.count)
-            return Response(status: .partialContent, headers: headers, body: self.body(job.file, range: bytes, gzip: false, length: bytes.count))
+            headers[.contentRange] = "bytes */\(published.size)"
+            headers[.contentLength] = "0"
+            headers[.contentDisposition] = nil
+            return Response(status: .rangeNotSatisfiable, headers: headers)
+        case .ranges(let ranges) where ranges.count == 1:
+            let range = ranges[0]
+            headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(published.size)"
+            headers[.contentLength] = String(range.count)
+            return Response(status: .partialContent, headers: headers, body: self.body(file, ranges: ranges, length: range.count))
+        case .ranges(let ranges):
+            let multipart = MultipartByteRanges(ranges: ranges, size: published.size, contentType: headers[.contentType] ?? "application/octet-stream")
+            headers[.contentType] = multipart.contentType
+            headers[.contentLength] = String(multipart.length)
+            return Response(status: .partialContent, headers: headers, body: self.multipartBody(file, multipart))
+        }
+    }
+
+    /// Waits until `file` has a byte past `offset` or has ended, at most
+    /// `rangeWait`. True if that happened; throws if the export failed.
+    private func waitForProgress(_ file: GrowingFile, beyond offset: Int) async throws -> Bool {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                _ = try await file.progress(beyond: offset)
+                return true
+            }
+            group.addTask { [rangeWait] in
+                try await Task.sleep(for: rangeWait)
+                return false
+            }
+            defer { group.cancelAll() }
+            do {
+                return try await group.next() ?? false
+            } catch let error as CacheError {
+                throw error.isCancelled ? APIError.exportCancelled() : APIError.exportFailed(error.description)
+            }
         }
     }
 
@@ -80,31 +137,66 @@ struct DownloadResponder: Sendable {
         }
     }
 
-    private func body(_ file: GrowingFile, range: ClosedRange<Int>?, gzip: Bool, length: Int? = nil) -> ResponseBody {
-        let threadPool = self.threadPool
-        let chunkSize = self.chunkSize
+    static func base64(hex: String) -> String {
+        var bytes = [UInt8]()
+        var index = hex.startIndex
+        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
+            bytes.append(UInt8(hex[index..<next], radix: 16) ?? 0)
+            index = next
+        }
+        return Data(bytes).base64EncodedString()
+    }
+
+    /// Streams `ranges` of the file (all of it when nil), following it while it grows.
+    private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, length: Int? = nil) -> ResponseBody {
+        let (threadPool, chunkSize) = (self.threadPool, self.chunkSize)
         return ResponseBody(contentLength: length) { writer in
-            let reader = GrowingFileReader(
-                file: file,
-                from: range?.lowerBound ?? 0,
-                to: range.map { $0.upperBound + 1 },
-                chunkSize: chunkSize,
-                threadPool: threadPool
-            )
-            let gzipStream = gzip ? try GzipStream() : nil
-            // Each write returns when the connection has taken the bytes: that
-            // is the backpressure that keeps a slow client from costing memory.
-            while let chunk = try await reader.next() {
-                if let gzipStream {
-                    let compressed = try gzipStream.compress(chunk)
-                    if compressed.readableBytes > 0 { try await writer.write(compressed) }
-                    if reader.isCaughtUp { try await writer.write(contentsOf: try gzipStream.flush()) }
-                } else {
-                    try await writer.write(chunk)
-                }
+            for range in ranges ?? [0...(Int.max - 1)] {
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize)
             }
-            if let gzipStream { try await writer.write(contentsOf: try gzipStream.finish()) }
             try await writer.finish(nil)
         }
+    }
+
+    private func multipartBody(_ file: GrowingFile, _ multipart: MultipartByteRanges) -> ResponseBody {
+        let (threadPool, chunkSize) = (self.threadPool, self.chunkSize)
+        return ResponseBody(contentLength: multipart.length) { writer in
+            for (range, header) in zip(multipart.ranges, multipart.partHeaders) {
+                try await writer.write(ByteBuffer(string: header))
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize)
+            }
+            try await writer.write(ByteBuffer(string: multipart.closing))
+            try await writer.finish(nil)
+        }
+    }
+
+    /// Each write returns when the connection has taken the bytes: that is the
+    /// backpressure that keeps a slow client from costing memory.
+    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int) async throws {
+        let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
+        let reader = GrowingFileReader(file: file, from: range.lowerBound, to: end, chunkSize: chunkSize, threadPool: threadPool)
+        while let chunk = try await reader.next() {
+            try await writer.write(chunk)
+        }
+    }
+}
+
+/// The framing of a `multipart/byteranges` body (RFC 9110 §14.6).
+struct MultipartByteRanges {
+    let ranges: [ClosedRange<Int>]
+    let boundary = "csv-export-" + UUID().uuidString.lowercased()
+    let partHeaders: [String]
+    let closing: String
+    let length: Int
+    var contentType: String { "multipart/byteranges; boundary=\(self.boundary)" }
+
+    init(ranges: [ClosedRange<Int>], size: Int, contentType: String) {
+        self.ranges = ranges
+        let boundary = self.boundary
+        self.partHeaders = ranges.enumerated().map { index, range in
+            (index == 0 ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: \(contentType)\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound)/\(size)\r\n\r\n"
+        }
+        self.closing = "\r\n--\(boundary)--\r\n"
+        self.length = self.partHeaders.reduce(0) { $0 + $1.utf8.count } + ranges.reduce(0) { $0 + $1.count } + self.closing.utf8.count
     }
 }

@@ -10,9 +10,13 @@ struct ExportController: Sendable {
 
     func addRoutes(to router: Router<some RequestContext>) {
         router.post("/exports/csv") { request, _ in try self.create(request) }
-        router.get("/exports/csv") { request, _ in try self.createAndStream(request) }
+        router.get("/exports/csv") { request, _ in try await self.createAndStream(request) }
         router.get("/exports/:id/status") { _, context in try self.status(context.parameters.get("id")) }
-        router.get("/exports/:id/download") { request, context in try self.download(request, id: context.parameters.get("id")) }
+        router.head("/exports/:id/status") { _, context in Self.headersOnly(try self.status(context.parameters.get("id"))) }
+        router.get("/exports/:id/download") { request, context in try await self.download(request, id: context.parameters.get("id")) }
+        router.head("/exports/:id/download") { request, context in
+            Self.headersOnly(try await self.download(request, id: context.parameters.get("id")))
+        }
         router.delete("/exports/:id") { _, context in try self.delete(context.parameters.get("id")) }
     }
 
@@ -27,10 +31,10 @@ struct ExportController: Sendable {
     }
 
     /// `GET /exports/csv`: starts the export and streams it in this response.
-    func createAndStream(_ request: Request) throws -> Response {
+    func createAndStream(_ request: Request) async throws -> Response {
         let job = try self.submit(request)
         let id = job.id.uuidString.lowercased()
-        return try self.downloads.response(for: job, request: request, extraHeaders: [
+        return try await self.downloads.response(for: job, request: request, extraHeaders: [
             HTTPField.Name("X-Export-Id")!: id,
             .contentLocation: "/exports/\(id)/download",
         ])
@@ -40,9 +44,9 @@ struct ExportController: Sendable {
         try JSONBody.response(status: .ok, try self.job(id).snapshot())
     }
 
-    func download(_ request: Request, id: String?) throws -> Response {
+    func download(_ request: Request, id: String?) async throws -> Response {
         let job = try self.job(id)
-        return try self.downloads.response(for: job, request: request, extraHeaders: [
+        return try await self.downloads.response(for: job, request: request, extraHeaders: [
             HTTPField.Name("X-Export-Id")!: job.id.uuidString.lowercased(),
         ])
     }
@@ -55,6 +59,14 @@ struct ExportController: Sendable {
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
         }
+    }
+
+    /// The response to HEAD: the headers GET would send, no body. The HTTP
+    /// encoder frames it as the GET would be (length or chunked) and sends no body.
+    static func headersOnly(_ response: Response) -> Response {
+        var head = Response(status: response.status, headers: response.headers)
+        if response.headers[.contentLength] == nil { head.headers[.contentLength] = nil }
+        return head
     }
 
     private func submit(_ request: Request) throws -> ExportJob {

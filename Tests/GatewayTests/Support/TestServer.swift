@@ -26,7 +26,8 @@ final class TestServer: Sendable {
         maxConcurrent: Int = 2,
         maxQueued: Int = 100,
         databaseURL: String? = nil,
-        seed: Bool = true
+        seed: Bool = true,
+        rangeWaitSeconds: Int = 15
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
         let url: String
@@ -51,6 +52,7 @@ final class TestServer: Sendable {
         configuration.cache.directory = try temporaryDirectory("gateway-cache")
         configuration.exports.maxConcurrent = maxConcurrent
         configuration.exports.maxQueued = maxQueued
+        configuration.exports.rangeWaitSeconds = rangeWaitSeconds
         var logger = Logger(label: "test-gateway")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
 

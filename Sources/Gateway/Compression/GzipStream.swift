@@ -1,11 +1,9 @@
 import CompressNIO
 import NIOCore
 
-/// A gzip stream for one response: bytes in, compressed bytes out. Owns its
-/// zlib state (through `ZlibCompressor`, freed in its `deinit`). Used by one
-/// task at a time; compression on the fly costs a core per reader at full
-/// speed, which is why the download issue replaces it with one shared,
-/// cached gzip file.
+/// A gzip stream: bytes in, compressed bytes out. Owns its zlib state
+/// (through `ZlibCompressor`, freed in its `deinit`). Not thread-safe: one
+/// owner, `GzipProducer`, which makes the one gzip form of an export.
 final class GzipStream {
     private let compressor: ZlibCompressor
     private let allocator = ByteBufferAllocator()
