@@ -9,6 +9,8 @@ import Testing
         let select: String
         var delimiter = ","
         var quote = "\""
+        var header = true
+        var extra = ""
         var testDescription: String { self.query.isEmpty ? "(no parameters)" : self.query }
     }
 
@@ -23,12 +25,14 @@ import Testing
         Case(query: "delimiter=%7C&columns=id,created_at,last_login_at,email&subscription_tier=free", select: "SELECT id, created_at, last_login_at, email FROM users WHERE subscription_tier IN ('free') ORDER BY id", delimiter: "|"),
         Case(query: "quoteChar=%27&columns=full_name,notes", select: "SELECT full_name, notes FROM users ORDER BY id", quote: "'"),
         Case(query: "country_code=ZZ", select: "SELECT \(all) FROM users WHERE country_code IN ('ZZ') ORDER BY id"),
+        Case(query: "header=false&nullAs=%5CN&columns=id,notes,last_login_at", select: "SELECT id, notes, last_login_at FROM users ORDER BY id", header: false, extra: ", NULL '\\N'"),
+        Case(query: "nullAs=NULL&delimiter=;&header=true", select: "SELECT \(all) FROM users ORDER BY id", delimiter: ";", extra: ", NULL 'NULL'"),
     ]
 
     @Test(arguments: cases)
     func streamedAndCompletedCSVMatchPsqlCopy(_ c: Case) async throws {
         let server = try await Self.server()
-        let expected = try await server.psqlCopy(c.select, delimiter: c.delimiter, quote: c.quote)
+        let expected = try await server.psqlCopy(c.select, delimiter: c.delimiter, quote: c.quote, header: c.header, extraOptions: c.extra)
         #expect(expected.count > 0)
 
         let streamed = try await curl(server.url("/exports/csv?\(c.query)"))
@@ -41,6 +45,44 @@ import Testing
         let completed = try await curl(server.url("/exports/\(id)/download"))
         #expect(completed.body == expected)
         #expect(completed.headers["content-length"] == String(expected.count))
+    }
+
+    /// excel=true: BOM, CRLF record ends, formula guarding; the expected bytes
+    /// are psql's output with a guard written another way (a prefix test
+    /// rather than the gateway's regular expression), then a BOM and CRLF
+    /// record ends put in by a quote-aware scan.
+    @Test func excelPresetIsBOMPlusCRLFPlusFormulaGuard() async throws {
+        let server = try await Self.server()
+        func guarded(_ c: String) -> String {
+            "CASE WHEN left(\(c), 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || \(c) ELSE \(c) END"
+        }
+        let select = "SELECT id, \(guarded("email")), \(guarded("full_name")), \(guarded("country_code")), \(guarded("subscription_tier")), lifetime_value, created_at, last_login_at, \(guarded("notes")) FROM users ORDER BY id"
+        let plain = try await server.psqlCopy(select)
+        // psql names the columns after the CASE ("case"); the header comes from the plain query.
+        let header = try await server.psqlCopy("SELECT \(Self.all) FROM users LIMIT 0")
+        let body = plain[plain.firstIndex(of: UInt8(ascii: "\n"))! + 1 ..< plain.endIndex]
+        let expected = Data([0xEF, 0xBB, 0xBF]) + Self.crlfRecords(header + body, quote: UInt8(ascii: "\""))
+        #expect(expected.range(of: Data("\n'=SUM".utf8)) != nil || expected.range(of: Data(",'=SUM".utf8)) != nil, "the data has formulas to guard")
+
+        let excel = try await curl(server.url("/exports/csv?excel=true"))
+        #expect(excel.body == expected)
+        let noBOM = try await curl(server.url("/exports/csv?excel=true&bom=false&lineEnding=lf"))
+        #expect(noBOM.body == header + body)
+        let crlfOnly = try await curl(server.url("/exports/csv?lineEnding=crlf&columns=id,notes"))
+        #expect(crlfOnly.body == Self.crlfRecords(try await server.psqlCopy("SELECT id, notes FROM users ORDER BY id"), quote: UInt8(ascii: "\"")))
+    }
+
+    /// LF outside quotes (a record end) becomes CR LF; LF inside a quoted field stays.
+    static func crlfRecords(_ csv: Data, quote: UInt8) -> Data {
+        var out = Data()
+        out.reserveCapacity(csv.count + csv.count / 50)
+        var quoted = false
+        for byte in csv {
+            if byte == quote { quoted.toggle() }
+            if byte == UInt8(ascii: "\n") && !quoted { out.append(UInt8(ascii: "\r")) }
+            out.append(byte)
+        }
+        return out
     }
 
     /// One database for all cases: the oracle and the gateway read the same rows.

@@ -24,6 +24,13 @@ struct ValidationTests {
         ("quoteChar=", "quoteChar"),
         ("delimiter=%22", "quoteChar"),
         ("country_code=%ZZ", "country_code"),
+        ("header=maybe", "header"),
+        ("bom=2", "bom"),
+        ("excel=", "excel"),
+        ("lineEnding=cr", "lineEnding"),
+        ("nullAs=a,b", "nullAs"),
+        ("nullAs=%22", "nullAs"),
+        ("nullAs=%0A", "nullAs"),
     ]
 
     @Test func badParametersAre400WithTheParameterNamedAndStartNothing() async throws {

@@ -7,6 +7,9 @@ enum UsersTable {
         "lifetime_value", "created_at", "last_login_at", "notes",
     ]
 
+    /// The columns of text types, the ones formula guarding applies to.
+    static let textColumns: Set<String> = ["email", "full_name", "country_code", "subscription_tier", "notes"]
+
     static let tiers = ["free", "basic", "pro", "enterprise"]
 
     /// Created without keys or indexes: they are added after the rows, which

@@ -19,7 +19,9 @@ struct ExportQuery {
         }
         let columns = request.columns.map { column in
             precondition(UsersTable.columns.contains(column), "columns are validated by ExportRequest")
-            return column
+            guard request.options.guardFormulas, UsersTable.textColumns.contains(column) else { return column }
+            // A leading = + - @ tab or CR would start a formula in a spreadsheet.
+            return "CASE WHEN \(column) ~ ('^[-=+@' || chr(9) || chr(13) || ']') THEN '''' || \(column) ELSE \(column) END AS \(column)"
         }
         let filter = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
         return "SELECT \(columns.joined(separator: ", ")) FROM users\(filter) ORDER BY id"
@@ -27,7 +29,8 @@ struct ExportQuery {
 
     /// The COPY statement whose output is the export, byte for byte.
     func copy(literal: (String) throws -> String) throws -> String {
-        let options = "FORMAT csv, HEADER true, DELIMITER \(try literal(String(request.delimiter))), QUOTE \(try literal(String(request.quote)))"
+        var options = "FORMAT csv, HEADER \(request.options.header), DELIMITER \(try literal(String(request.delimiter))), QUOTE \(try literal(String(request.quote)))"
+        if let null = request.options.nullAs { options += ", NULL \(try literal(null))" }
         return "COPY (\(try self.select(literal: literal))) TO STDOUT WITH (\(options))"
     }
 

@@ -8,14 +8,22 @@ struct ExportRequest: Sendable, Equatable {
     var columns: [String] = UsersTable.columns
     var delimiter: Character = ","
     var quote: Character = "\""
+    /// The spreadsheet-friendly options; see `CSVOptions`.
+    var options = CSVOptions()
 
-    static let parameterNames = ["country_code", "subscription_tier", "min_ltv", "columns", "delimiter", "quoteChar"]
+    static let parameterNames = [
+        "country_code", "subscription_tier", "min_ltv", "columns", "delimiter", "quoteChar",
+        "header", "bom", "lineEnding", "nullAs", "excel",
+    ]
 
     /// Parses query parameters (already percent-decoded, in order). Every bad
     /// value, an unknown name or a repeated single-valued one is a `ParameterError`.
     static func parse(_ parameters: [(name: String, value: String)]) throws(ParameterError) -> ExportRequest {
         var request = ExportRequest()
         var seen = Set<String>()
+        // Explicit options win over the excel preset, whatever their order.
+        var explicit: (bom: Bool?, crlf: Bool?) = (nil, nil)
+        var excel = false
         for (name, value) in parameters {
             let repeatable = name == "country_code" || name == "subscription_tier"
             if seen.contains(name), !repeatable {
@@ -56,6 +64,23 @@ struct ExportRequest: Sendable, Equatable {
                 request.delimiter = try Self.character(name, value, allowed: Self.delimiterCharacters)
             case "quoteChar":
                 request.quote = try Self.character(name, value, allowed: Self.quoteCharacters)
+            case "header":
+                request.options.header = try Self.boolean(name, value)
+            case "bom":
+                explicit.bom = try Self.boolean(name, value)
+            case "excel":
+                excel = try Self.boolean(name, value)
+            case "lineEnding":
+                switch value.lowercased() {
+                case "lf": explicit.crlf = false
+                case "crlf": explicit.crlf = true
+                default: throw ParameterError(parameter: name, message: "lineEnding must be lf or crlf; got \(quoted(value))", allowed: ["lf", "crlf"])
+                }
+            case "nullAs":
+                guard value.count <= 32, !value.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+                    throw ParameterError(parameter: name, message: "nullAs must be at most 32 characters with no line breaks")
+                }
+                request.options.nullAs = value
             default:
                 throw ParameterError(parameter: name, message: "unknown parameter \(quoted(name)); allowed are \(Self.parameterNames.joined(separator: ", "))", allowed: Self.parameterNames)
             }
@@ -63,6 +88,12 @@ struct ExportRequest: Sendable, Equatable {
         if request.delimiter == request.quote {
             throw ParameterError(parameter: "quoteChar", message: "quoteChar and delimiter must be different characters")
         }
+        if let null = request.options.nullAs, null.contains(request.delimiter) || null.contains(request.quote) {
+            throw ParameterError(parameter: "nullAs", message: "nullAs must not contain the delimiter or the quote character")
+        }
+        request.options.byteOrderMark = explicit.bom ?? excel
+        request.options.crlf = explicit.crlf ?? excel
+        request.options.guardFormulas = excel
         return request
     }
 
@@ -71,6 +102,14 @@ struct ExportRequest: Sendable, Equatable {
     static let delimiterCharacters: [Character] = ["\t", " "] + punctuation
     static let quoteCharacters: [Character] = punctuation
     private static let punctuation: [Character] = Array("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+    private static func boolean(_ name: String, _ value: String) throws(ParameterError) -> Bool {
+        switch value.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw ParameterError(parameter: name, message: "\(name) must be true or false; got \(quoted(value))", allowed: ["true", "false"])
+        }
+    }
 
     private static func list(_ name: String, _ value: String) throws(ParameterError) -> [String] {
         let items = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingSpaces() }

@@ -49,23 +49,35 @@ struct ExportRunner: Sendable {
             logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)"])
 
             let staging = StagingBuffer(capacity: self.stagingSize)
+            let options = job.request.options
+            if options.byteOrderMark { _ = CSVOptions.utf8BOM.withUnsafeBytes { staging.append($0) } }
+            // Records are counted from the messages; with a header the first one is not a record.
+            let headerMessages = options.header ? 1 : 0
             var messages = 0
             func flush() throws {
                 if job.status == .cancelled { throw CacheError.cancelled() }
                 guard !staging.isEmpty else { return }
                 try fileWriter.write(staging.bytes)
                 staging.removeAll()
-                job.recordProgress(rows: max(0, messages - 1), bytes: fileWriter.length)
+                job.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
+            }
+            func append(_ bytes: UnsafeRawBufferPointer) throws {
+                if staging.append(bytes) { return }
+                try flush()
+                if !staging.append(bytes) { try fileWriter.write(bytes) }
             }
             try db.copyOut(sql, onRow: { row in
-                // One CopyData message is one CSV record (the first is the header).
+                // One CopyData message is one CSV record (or the header), ending in LF.
                 messages += 1
-                if staging.append(row) { return }
-                try flush()
-                if !staging.append(row) { try fileWriter.write(row) }
+                if options.crlf, row.last == UInt8(ascii: "\n") {
+                    try append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
+                    try Self.crlf.withUnsafeBytes { try append($0) }
+                } else {
+                    try append(row)
+                }
             }, onIdle: flush)
             try flush()
-            let rows = max(0, messages - 1)
+            let rows = max(0, messages - headerMessages)
             let published = try fileWriter.publish()
             writer = nil
             guard job.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
@@ -82,6 +94,8 @@ struct ExportRunner: Sendable {
             return .failed
         }
     }
+
+    private static let crlf: [UInt8] = [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
 
     private static func details(of error: any Error) -> String {
         switch error {

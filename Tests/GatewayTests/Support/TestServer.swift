@@ -107,9 +107,9 @@ final class TestServer: Sendable {
 
     /// What PostgreSQL itself writes for this query: `psql \copy … TO STDOUT`
     /// in a UTC session, the oracle for every CSV byte.
-    func psqlCopy(_ select: String, delimiter: String = ",", quote: String = "\"") async throws -> Data {
+    func psqlCopy(_ select: String, delimiter: String = ",", quote: String = "\"", header: Bool = true, extraOptions: String = "") async throws -> Data {
         func literal(_ s: String) -> String { s == "\t" ? "E'\\t'" : "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
-        let command = "\\copy (\(select)) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER \(literal(delimiter)), QUOTE \(literal(quote)))"
+        let command = "\\copy (\(select)) TO STDOUT WITH (FORMAT csv, HEADER \(header), DELIMITER \(literal(delimiter)), QUOTE \(literal(quote))\(extraOptions))"
         let result = try await run(Self.psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.databaseURL, "-c", command], environment: ["PGTZ": "UTC"])
         guard result.status == 0 else {
             struct PsqlFailed: Error { let stderr: String }
