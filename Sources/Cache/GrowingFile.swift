@@ -32,6 +32,22 @@ public final class GrowingFile: Sendable {
     public func complete(_ file: PublishedFile) { self.resume(self.state.withLock { $0.complete(file) }) }
     public func fail(_ error: CacheError) { self.resume(self.state.withLock { $0.fail(error) }) }
 
+    /// Brings `other` (a new file that has seen no event) to this file's
+    /// state: how a reader that joins late catches up before it follows.
+    public func copyPhase(to other: GrowingFile) {
+        switch self.state.withLock({ $0.phase }) {
+        case .pending:
+            break
+        case .writing(let path, let length):
+            other.begin(path: path)
+            other.append(length: length)
+        case .complete(let file):
+            other.complete(file)
+        case .failed(let error):
+            other.fail(error)
+        }
+    }
+
     /// The finished file, once there is one.
     public var completedFile: PublishedFile? {
         if case .complete(let file) = self.state.withLock({ $0.phase }) { return file }

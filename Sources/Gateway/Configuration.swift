@@ -12,6 +12,7 @@ import Foundation
 /// - `SEED`: `false` skips the seeding step entirely. Default `true`.
 /// - `MAX_CONCURRENT_EXPORTS`: worker threads, i.e. COPYs at once. Default `2`.
 /// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. Default `100`.
+/// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
 /// - `GZIP_LEVEL`: zlib level (1 fastest … 9 smallest) of the one gzip form made per export. Default `6`.
 /// - `RANGE_WAIT_SECONDS`: how long a Range request on a running export waits for its bytes
 ///   (or for the end) before it is answered with the whole live file. Default `15`.
@@ -38,6 +39,7 @@ struct Configuration: Sendable {
         var maxConcurrent = 2
         var maxQueued = 100
         var gzipLevel = 6
+        var cacheTTLSeconds = 600
         var rangeWaitSeconds = 15
     }
 
@@ -55,7 +57,7 @@ struct Configuration: Sendable {
         var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
     }
 
-    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "GZIP_LEVEL", "RANGE_WAIT_SECONDS", "LOG_LEVEL"]
+    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "CACHE_TTL", "GZIP_LEVEL", "RANGE_WAIT_SECONDS", "LOG_LEVEL"]
 
     init() {}
 
@@ -83,6 +85,7 @@ struct Configuration: Sendable {
         if let n = try int("MAX_CONCURRENT_EXPORTS", 1...256) { self.exports.maxConcurrent = n }
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }
+        if let n = try int("CACHE_TTL", 0...31_536_000) { self.exports.cacheTTLSeconds = n }
         if let n = try int("RANGE_WAIT_SECONDS", 0...3600) { self.exports.rangeWaitSeconds = n }
         if let level = environment["LOG_LEVEL"], !level.isEmpty {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -41,7 +41,8 @@ struct ExportAPITests {
     }
 
     @Test func deleteOfCompletedExportRemovesItAndItsFileAndIsHarmlessTwice() async throws {
-        let server = try await TestServer.start()
+        // No reuse after completion: the file goes with the last export that has it.
+        let server = try await TestServer.start(cacheTTLSeconds: 0)
         defer { Task { await server.stop() } }
         let first = try await curl(server.url("/exports/csv"))
         let second = try await curl(server.url("/exports/csv"))
@@ -78,7 +79,8 @@ struct ExportAPITests {
         try await eventually("first running") { try await curl(server.url("/exports/\(a)/status")).json["status"] as? String == "running" }
         #expect(try await curl(server.url("/exports/\(b)/status")).json["status"] as? String == "queued")
 
-        let refused = try await curl(server.url("/exports/csv"), method: "POST")
+        // A different request: an identical one would join the running export.
+        let refused = try await curl(server.url("/exports/csv?country_code=FR"), method: "POST")
         #expect(refused.status == 429)
         #expect(refused.headers["retry-after"] != nil)
         #expect(refused.json["error"] as? String == "queue_full")

@@ -40,6 +40,19 @@ struct ExportRequestTests {
         #expect(sql == "COPY (SELECT id, email FROM users WHERE country_code IN (<US>) AND lifetime_value >= <5>::numeric ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER <;>, QUOTE <\">)")
     }
 
+    @Test func cacheKeyNormalisesWhatDoesNotChangeTheBytes() throws {
+        let a = try self.parse("country_code=US,de&subscription_tier=pro&min_ltv=5")
+        let b = try self.parse("subscription_tier=PRO&country_code=DE&country_code=us,US&min_ltv=%2B05.00")
+        #expect(a.cacheKey == b.cacheKey)
+        for different in ["country_code=US", "country_code=US,DE&subscription_tier=pro&min_ltv=5.01", "columns=id,email", "excel=true", "header=false"] {
+            #expect(try self.parse(different).cacheKey != a.cacheKey, "\(different)")
+        }
+        #expect(try self.parse("columns=id,email").cacheKey != self.parse("columns=email,id").cacheKey, "column order is part of the bytes")
+        #expect(ExportRequest.normalizedDecimal("-0.00") == "0")
+        #expect(ExportRequest.normalizedDecimal("0010.500") == "10.5")
+        #expect(ExportRequest.normalizedDecimal("-3") == "-3")
+    }
+
     @Test func planRowsAreReadFromExplain() {
         #expect(ExportQuery.estimatedRows(fromPlanLine: "Sort  (cost=1.0..2.0 rows=12345 width=100)") == 12345)
         #expect(ExportQuery.estimatedRows(fromPlanLine: "nonsense") == nil)

@@ -17,7 +17,7 @@ struct GzipProducer: Sendable {
 
     /// Compresses `source` into `target` until the source ends. Returns the
     /// published gzip file, or nil when the source failed (then `target` fails too).
-    func run(source: GrowingFile, target: GrowingFile) async -> PublishedFile? {
+    func run(source: GrowingFile, target: SharedFile) async -> PublishedFile? {
         let store = self.store
         let level = self.level
         var work: Work?

@@ -5,13 +5,14 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// Owns every export: admits them through the scheduler, runs them on a pool
-/// of `maxConcurrentExports` threads of its own (blocking libpq never touches
-/// an event loop or the cooperative pool), cancels and deletes them, and keeps
-/// count of which exports refer to each finished file.
+/// Owns every export and every run: admits runs through the scheduler, runs
+/// them on a pool of `maxConcurrentExports` threads of its own (blocking
+/// libpq never touches an event loop or the cooperative pool), coalesces
+/// exports with the same canonical request into one run, cancels and deletes
+/// them, and counts which runs hold each finished file.
 ///
-/// A `Service`: on graceful shutdown it cancels what is queued or running, so
-/// no partial file outlives the process and the threads stop.
+/// A `Service`: it runs the gzip producers, and on graceful shutdown cancels
+/// what is queued or running, so no partial file outlives the process.
 final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
         case queueFull
@@ -26,7 +27,13 @@ final class ExportManager: Service, Sendable {
     fileprivate struct State {
         var scheduler: ExportScheduler
         var jobs: [UUID: ExportJob] = [:]
-        /// How many completed exports name each published file.
+        var runs: [UUID: ExportRun] = [:]
+        /// The exports of each run that have not been cancelled or deleted.
+        var members: [UUID: Set<UUID>] = [:]
+        /// The run to join for a canonical request: running, queued, or
+        /// completed less than `cacheTTL` ago.
+        var latest: [String: ExportRun] = [:]
+        /// How many completed runs hold each published file (CSV or gzip).
         var references: [String: Int] = [:]
         var shuttingDown = false
     }
@@ -34,9 +41,10 @@ final class ExportManager: Service, Sendable {
     let store: ContentStore
     private let runner: ExportRunner
     private let gzipProducer: GzipProducer
-    /// Exports whose gzip form a reader asked for; `run` starts one producer each.
-    private let gzipRequests: AsyncStream<(ExportJob, GrowingFile)>
-    private let gzipRequestSink: AsyncStream<(ExportJob, GrowingFile)>.Continuation
+    private let cacheTTL: Duration
+    /// Runs whose gzip form a reader asked for; `run` starts one producer each.
+    private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
+    private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
     private let workers: NIOThreadPool
     private let state: Mutex<State>
     private let logger: Logger
@@ -46,6 +54,7 @@ final class ExportManager: Service, Sendable {
         self.logger = logger
         self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, logger: logger)
         self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
+        self.cacheTTL = .seconds(configuration.exports.cacheTTLSeconds)
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
         self.workers = NIOThreadPool(numberOfThreads: configuration.exports.maxConcurrent)
         self.workers.start()
@@ -61,18 +70,10 @@ final class ExportManager: Service, Sendable {
                 try? await gracefulShutdown()
                 self.stopAll()
             }
-            for await (job, target) in self.gzipRequests {
+            for await (run, target) in self.gzipRequests {
                 group.addTask {
-                    guard let published = await self.gzipProducer.run(source: job.file, target: target) else { return }
-                    let orphan = self.state.withLock { state -> String? in
-                        guard state.jobs[job.id] == nil else {
-                            state.references[published.path, default: 0] += 1
-                            return nil
-                        }
-                        // Deleted while compressing: keep the file only if another export has it.
-                        return state.references[published.path] == nil ? published.path : nil
-                    }
-                    if let orphan { self.store.removeObject(atPath: orphan) }
+                    guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target) else { return }
+                    self.adopt(published, of: run)
                 }
             }
             // The stream ends at shutdown: stop the producers still compressing.
@@ -84,81 +85,150 @@ final class ExportManager: Service, Sendable {
     private func stopAll() {
         let active = self.state.withLock { state in
             state.shuttingDown = true
-            return state.jobs.values.filter { $0.status == .queued || $0.status == .running }
+            return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
-        for job in active { _ = self.delete(job.id) }
+        for run in active { self.cancel(run) }
         self.gzipRequestSink.finish()
     }
 
-    /// The gzip form of an export's CSV, made once whoever asks first.
-    func gzipFile(for job: ExportJob) -> GrowingFile {
-        job.gzipFile { target in
-            if case .terminated = self.gzipRequestSink.yield((job, target)) {
-                target.fail(.failed("the server is shutting down"))
+    /// Admits a new export. It joins the run of an identical request that is
+    /// queued, running or fresh (unless `fresh` asks for a new run);
+    /// otherwise a new run starts now, or waits its turn, or is refused when
+    /// the queue is full (or the server is stopping).
+    func submit(_ request: ExportRequest, fresh: Bool = false) throws(SubmitError) -> ExportJob {
+        let key = request.cacheKey
+        let (job, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
+            guard !state.shuttingDown else { return (nil, .rejected) }
+            if !fresh, let run = state.latest[key], self.isJoinable(run, state: state) {
+                let job = ExportJob(run: run)
+                state.jobs[job.id] = job
+                state.members[run.id, default: []].insert(job.id)
+                return (job, nil)
             }
+            let run = ExportRun(request: request)
+            let admission = state.scheduler.submit(run.id)
+            guard admission != .rejected else { return (nil, .rejected) }
+            let job = ExportJob(run: run)
+            state.runs[run.id] = run
+            state.latest[key] = run
+            state.jobs[job.id] = job
+            state.members[run.id] = [job.id]
+            return (job, admission)
         }
+        guard let job else { throw .queueFull }
+        if admission == .start { self.dispatch(job.run) }
+        return job
     }
 
-    /// Admits a new export: it starts now, or waits its turn, or is refused
-    /// when the queue is full (or the server is stopping).
-    func submit(_ request: ExportRequest) throws(SubmitError) -> ExportJob {
-        let job = ExportJob(request: request)
-        let admission = self.state.withLock { state -> ExportScheduler.Admission in
-            guard !state.shuttingDown else { return .rejected }
-            let admission = state.scheduler.submit(job.id)
-            if admission != .rejected { state.jobs[job.id] = job }
-            return admission
+    /// A run another export may join: not ended badly, and if completed,
+    /// completed within `cacheTTL` and still holding its file.
+    private func isJoinable(_ run: ExportRun, state: State) -> Bool {
+        switch run.status {
+        case .queued, .running:
+            return true
+        case .completed:
+            guard let completedAt = run.completedAt, let file = run.publishedFile else { return false }
+            return Date().timeIntervalSince(completedAt) < Double(self.cacheTTL.components.seconds) && state.references[file.path] != nil
+        case .failed, .cancelled:
+            return false
         }
-        switch admission {
-        case .rejected: throw .queueFull
-        case .start: self.dispatch(job)
-        case .queued: break
-        }
-        return job
     }
 
     func job(_ id: UUID) -> ExportJob? {
         self.state.withLock { $0.jobs[id] }
     }
 
-    /// Cancels a queued or running export (it stays, as `cancelled`), or
-    /// deletes an ended one and its file when no other export refers to it.
+    /// Cancels a queued or running export (it stays, as `cancelled`; its run
+    /// goes on while another export needs it), or deletes an ended one, and
+    /// its run's files once no export and no fresh cache entry needs them.
     func delete(_ id: UUID) -> DeleteOutcome {
         guard let job = self.job(id) else { return .notFound }
-        switch job.cancel() {
-        case .removeFromQueue:
-            self.state.withLock { _ = $0.scheduler.removeQueued(id) }
-            self.logger.info("export cancelled while queued", metadata: [LogKey.exportID: "\(id.uuidString.lowercased())"])
+        if job.isCancelled { return .cancelled(job) }
+        let run = job.run
+        switch run.status {
+        case .queued, .running:
+            guard job.markCancelled() else { return .cancelled(job) }
+            let lastOne = self.state.withLock { state -> Bool in
+                state.members[run.id]?.remove(job.id)
+                return state.members[run.id]?.isEmpty ?? true
+            }
+            self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
+            // The query is cancelled only when no export needs it any more.
+            if lastOne { self.cancel(run) }
             return .cancelled(job)
-        case .stopWorker:
-            return .cancelled(job)
-        case .alreadyEnded(let status):
-            if status == .cancelled { return .cancelled(job) }
+        case .completed, .failed, .cancelled:
             let orphans = self.state.withLock { state -> [String] in
                 state.jobs[id] = nil
-                return [job.publishedFile, job.publishedGzip].compactMap { $0.flatMap { state.release($0.path) } }
+                state.members[run.id]?.remove(job.id)
+                guard state.members[run.id]?.isEmpty ?? true else { return [] }
+                // No export left: the run and its files go, unless it is the fresh entry for its request.
+                state.members[run.id] = nil
+                if state.latest[run.request.cacheKey] === run, self.isJoinable(run, state: state) { return [] }
+                return state.forget(run)
             }
             for orphan in orphans { self.store.removeObject(atPath: orphan) }
             return .deleted
         }
     }
 
-    private func dispatch(_ job: ExportJob) {
+    /// The gzip form of an export's CSV, made once per run whoever asks first.
+    func gzipFile(for job: ExportJob) -> GrowingFile {
+        let run = job.run
+        let shared = run.gzipFile { target in
+            if case .terminated = self.gzipRequestSink.yield((run, target)) {
+                target.fail(.failed("the server is shutting down"))
+            }
+        }
+        let view = shared.view(for: job.id)
+        // Cancelled between the check and the view: end the view too.
+        if job.isCancelled { shared.detach(job.id, with: .cancelled()) }
+        return view
+    }
+
+    private func cancel(_ run: ExportRun) {
+        switch run.cancel() {
+        case .removeFromQueue:
+            self.state.withLock { state in
+                _ = state.scheduler.removeQueued(run.id)
+                if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
+            }
+        case .stopWorker:
+            self.state.withLock { state in
+                if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
+            }
+        case .alreadyEnded:
+            break
+        }
+    }
+
+    /// A gzip form was published: the run holds it, unless no export is left.
+    private func adopt(_ published: PublishedFile, of run: ExportRun) {
+        let orphan = self.state.withLock { state -> String? in
+            guard state.runs[run.id] != nil else {
+                return state.references[published.path] == nil ? published.path : nil
+            }
+            state.references[published.path, default: 0] += 1
+            return nil
+        }
+        if let orphan { self.store.removeObject(atPath: orphan) }
+    }
+
+    private func dispatch(_ run: ExportRun) {
         self.workers.submit { [self] workItemState in
             // The pool cancels work only when it is shutting down.
-            let outcome = workItemState == .active ? self.runner.run(job) : .cancelled
-            let (orphan, next) = self.state.withLock { state -> (String?, ExportJob?) in
+            let outcome = workItemState == .active ? self.runner.run(run) : .cancelled
+            let (orphan, next) = self.state.withLock { state -> (String?, ExportRun?) in
                 var orphan: String?
                 switch outcome {
                 case .completed(let file):
                     state.references[file.path, default: 0] += 1
                 case .publishedAfterCancel(let file):
-                    // Cancelled while publishing: keep the file only if another export has it.
+                    // Cancelled while publishing: keep the file only if another run has it.
                     orphan = state.references[file.path] == nil ? file.path : nil
                 case .failed, .cancelled:
-                    break
+                    if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
                 }
-                let next = state.scheduler.finished(job.id).flatMap { state.jobs[$0] }
+                let next = state.scheduler.finished(run.id).flatMap { state.runs[$0] }
                 return (orphan, next)
             }
             if let orphan { self.store.removeObject(atPath: orphan) }
@@ -168,14 +238,19 @@ final class ExportManager: Service, Sendable {
 }
 
 extension ExportManager.State {
-    /// Drops one reference to a file; returns its path when none is left.
-    fileprivate mutating func release(_ path: String) -> String? {
-        guard let count = self.references[path] else { return nil }
-        if count > 1 {
-            self.references[path] = count - 1
-            return nil
+    /// Drops a run that no export needs; returns the files no run holds any more.
+    fileprivate mutating func forget(_ run: ExportRun) -> [String] {
+        self.runs[run.id] = nil
+        self.members[run.id] = nil
+        if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
+        return [run.publishedFile, run.publishedGzip].compactMap { file in
+            guard let path = file?.path, let count = self.references[path] else { return nil }
+            if count > 1 {
+                self.references[path] = count - 1
+                return nil
+            }
+            self.references[path] = nil
+            return path
         }
-        self.references[path] = nil
-        return path
     }
 }

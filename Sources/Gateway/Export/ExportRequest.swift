@@ -1,3 +1,5 @@
+import Foundation
+
 /// What a client asked to export, validated. Built only by `parse`, so every
 /// value in it is one the SQL builder may use.
 struct ExportRequest: Sendable, Equatable {
@@ -15,6 +17,59 @@ struct ExportRequest: Sendable, Equatable {
         "country_code", "subscription_tier", "min_ltv", "columns", "delimiter", "quoteChar",
         "header", "bom", "lineEnding", "nullAs", "excel",
     ]
+
+    /// The canonical form of the request: two requests with the same key
+    /// produce the same bytes and may share one run and one file. Filter
+    /// lists are sets (sorted, deduplicated), the decimal is normalised
+    /// (`5`, `+5.00` and `05` are one value), columns keep their order.
+    var cacheKey: String {
+        struct Key: Encodable {
+            let countryCodes: [String]
+            let subscriptionTiers: [String]
+            let minLifetimeValue: String?
+            let columns: [String]
+            let delimiter: String
+            let quote: String
+            let header: Bool
+            let nullAs: String?
+            let byteOrderMark: Bool
+            let crlf: Bool
+            let guardFormulas: Bool
+        }
+        let key = Key(
+            countryCodes: Set(self.countryCodes).sorted(),
+            subscriptionTiers: Set(self.subscriptionTiers).sorted(),
+            minLifetimeValue: self.minLifetimeValue.map(Self.normalizedDecimal),
+            columns: self.columns,
+            delimiter: String(self.delimiter),
+            quote: String(self.quote),
+            header: self.options.header,
+            nullAs: self.options.nullAs,
+            byteOrderMark: self.options.byteOrderMark,
+            crlf: self.options.crlf,
+            guardFormulas: self.options.guardFormulas
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        // Encoding strings and booleans cannot fail.
+        return String(decoding: (try? encoder.encode(key)) ?? Data(), as: UTF8.self)
+    }
+
+    /// A validated decimal without sign noise, leading or trailing zeros.
+    static func normalizedDecimal(_ value: String) -> String {
+        var rest = Substring(value)
+        var negative = false
+        if rest.first == "+" || rest.first == "-" {
+            negative = rest.first == "-"
+            rest = rest.dropFirst()
+        }
+        let parts = rest.split(separator: ".", omittingEmptySubsequences: false)
+        let whole = parts[0].drop(while: { $0 == "0" })
+        let fraction = parts.count > 1 ? parts[1].reversed().drop(while: { $0 == "0" }).reversed() : []
+        var text = whole.isEmpty ? "0" : String(whole)
+        if !fraction.isEmpty { text += "." + String(fraction) }
+        return negative && text != "0" ? "-" + text : text
+    }
 
     /// Parses query parameters (already percent-decoded, in order). Every bad
     /// value, an unknown name or a repeated single-valued one is a `ParameterError`.

@@ -28,38 +28,38 @@ struct ExportRunner: Sendable {
         case cancelled
     }
 
-    func run(_ job: ExportJob) -> Outcome {
-        guard job.markRunning() else { return .cancelled }
+    func run(_ run: ExportRun) -> Outcome {
+        guard run.markRunning() else { return .cancelled }
         var logger = self.logger
-        logger[metadataKey: LogKey.exportID] = "\(job.id.uuidString.lowercased())"
+        logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
         var writer: CacheWriter?
         do {
             let db = try PostgresConnection(url: self.databaseURL)
             defer { db.close() }
-            guard job.attach(db.makeCanceller()) else { return .cancelled }
-            let query = ExportQuery(request: job.request)
+            guard run.attach(db.makeCanceller()) else { return .cancelled }
+            let query = ExportQuery(request: run.request)
             let plan = try db.execute(try query.explain(literal: db.literal))
             if let line = plan.first?.first ?? nil, let estimate = ExportQuery.estimatedRows(fromPlanLine: line) {
-                job.setEstimate(rows: estimate)
+                run.setEstimate(rows: estimate)
             }
             let sql = try query.copy(literal: db.literal)
             let fileWriter = try self.store.createWriter(suffix: ".csv")
             writer = fileWriter
-            job.file.begin(path: fileWriter.partialPath)
+            run.csv.begin(path: fileWriter.partialPath)
             logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)"])
 
             let staging = StagingBuffer(capacity: self.stagingSize)
-            let options = job.request.options
+            let options = run.request.options
             if options.byteOrderMark { _ = CSVOptions.utf8BOM.withUnsafeBytes { staging.append($0) } }
             // Records are counted from the messages; with a header the first one is not a record.
             let headerMessages = options.header ? 1 : 0
             var messages = 0
             func flush() throws {
-                if job.status == .cancelled { throw CacheError.cancelled() }
+                if run.status == .cancelled { throw CacheError.cancelled() }
                 guard !staging.isEmpty else { return }
                 try fileWriter.write(staging.bytes)
                 staging.removeAll()
-                job.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
+                run.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
             }
             func append(_ bytes: UnsafeRawBufferPointer) throws {
                 if staging.append(bytes) { return }
@@ -80,17 +80,17 @@ struct ExportRunner: Sendable {
             let rows = max(0, messages - headerMessages)
             let published = try fileWriter.publish()
             writer = nil
-            guard job.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
+            guard run.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
             logger.info("export completed", metadata: [LogKey.rows: "\(rows)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)"])
             return .completed(published)
         } catch {
             writer?.discard()
-            if job.status == .cancelled {
+            if run.status == .cancelled {
                 logger.info("export cancelled")
                 return .cancelled
             }
             logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
-            job.fail(error)
+            run.fail(error)
             return .failed
         }
     }

@@ -30,41 +30,44 @@ struct ExportStatus: Encodable, Sendable {
     let downloadUrl: String
     let links: Links
 
-    init(job: ExportJob, lifecycle: ExportLifecycle, rowsWritten: Int, bytesWritten: Int, totalRows: Int?, totalRowsExact: Bool, gzip: PublishedFile?, now: Date) {
+    init(job: ExportJob, run: ExportRun.Snapshot, cancelledAt: Date?, now: Date) {
+        let lifecycle = run.lifecycle
+        let status = cancelledAt == nil ? lifecycle.status : .cancelled
         self.exportId = job.id
-        self.status = lifecycle.status
-        self.rowsWritten = rowsWritten
-        self.bytesWritten = bytesWritten
-        self.totalRows = totalRows
-        self.totalRowsExact = totalRowsExact
+        self.status = status
+        self.rowsWritten = run.rowsWritten
+        self.bytesWritten = run.bytesWritten
+        self.totalRows = run.totalRows
+        self.totalRowsExact = run.totalRowsExact
         self.createdAt = job.createdAt
         self.startedAt = lifecycle.startedAt
-        self.completedAt = lifecycle.completedAt
-        self.sizeBytes = lifecycle.file?.size
-        self.sha256 = lifecycle.file?.sha256
-        self.gzipSizeBytes = gzip?.size
-        self.gzipSha256 = gzip?.sha256
-        self.error = lifecycle.errorMessage
+        self.completedAt = cancelledAt ?? lifecycle.completedAt
+        let file = status == .completed ? lifecycle.file : nil
+        self.sizeBytes = file?.size
+        self.sha256 = file?.sha256
+        self.gzipSizeBytes = status == .completed ? run.gzip?.size : nil
+        self.gzipSha256 = status == .completed ? run.gzip?.sha256 : nil
+        self.error = status == .failed ? lifecycle.errorMessage : nil
         self.downloadUrl = "/exports/\(job.id.uuidString.lowercased())/download"
         self.links = Links(status: "/exports/\(job.id.uuidString.lowercased())/status", download: self.downloadUrl)
 
-        switch lifecycle.status {
+        switch status {
         case .completed:
             self.progress = 1
         case .queued, .cancelled, .failed:
             self.progress = 0
         case .running:
             // An estimate can be low; never claim done before it is.
-            self.progress = totalRows.map { $0 > 0 ? min(0.99, Double(rowsWritten) / Double($0)) : 0 } ?? 0
+            self.progress = run.totalRows.map { $0 > 0 ? min(0.99, Double(run.rowsWritten) / Double($0)) : 0 } ?? 0
         }
         if let startedAt = lifecycle.startedAt {
             let elapsed = (lifecycle.completedAt ?? now).timeIntervalSince(startedAt)
-            let rate = elapsed > 0 ? Double(rowsWritten) / elapsed : nil
+            let rate = elapsed > 0 ? Double(run.rowsWritten) / elapsed : nil
             self.rowsPerSecond = rate.map { ($0 * 10).rounded() / 10 }
-            if lifecycle.status == .completed {
+            if status == .completed {
                 self.etaSeconds = 0
-            } else if lifecycle.status == .running, let rate, rate > 0, let totalRows {
-                self.etaSeconds = (max(0, Double(totalRows - rowsWritten) / rate) * 10).rounded() / 10
+            } else if status == .running, let rate, rate > 0, let totalRows = run.totalRows {
+                self.etaSeconds = (max(0, Double(totalRows - run.rowsWritten) / rate) * 10).rounded() / 10
             } else {
                 self.etaSeconds = nil
             }

@@ -76,8 +76,11 @@ struct ExportController: Sendable {
         } catch {
             throw APIError.invalidParameter(error)
         }
+        // `Cache-Control: no-cache` asks for a new run rather than a shared or cached one.
+        let directives = [request.headers[.cacheControl], request.headers[HTTPField.Name("Pragma")!]].compactMap { $0?.lowercased() }
+        let fresh = directives.contains { $0.split(separator: ",").contains { $0.trimmingSpaces() == "no-cache" } }
         do {
-            return try self.manager.submit(exportRequest)
+            return try self.manager.submit(exportRequest, fresh: fresh)
         } catch {
             throw APIError.queueFull(retryAfterSeconds: 5)
         }

@@ -27,7 +27,8 @@ final class TestServer: Sendable {
         maxQueued: Int = 100,
         databaseURL: String? = nil,
         seed: Bool = true,
-        rangeWaitSeconds: Int = 15
+        rangeWaitSeconds: Int = 15,
+        cacheTTLSeconds: Int = 600
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
         let url: String
@@ -53,6 +54,7 @@ final class TestServer: Sendable {
         configuration.exports.maxConcurrent = maxConcurrent
         configuration.exports.maxQueued = maxQueued
         configuration.exports.rangeWaitSeconds = rangeWaitSeconds
+        configuration.exports.cacheTTLSeconds = cacheTTLSeconds
         var logger = Logger(label: "test-gateway")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
 

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+/// Identical requests share one query and one file; each export keeps its own id.
+struct CoalescingTests {
+    static let waitingQueries = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+
+    @Test func tenIdenticalExportsRunOneQueryAndShareOneFile() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let lock = try await TableLock.lockUsers(server)
+        // The same request, spelled ten ways: order, case, repetition, sign and zeros.
+        let spellings = [
+            "country_code=US,DE&min_ltv=100", "country_code=de,us&min_ltv=100.00", "min_ltv=%2B100&country_code=US&country_code=DE",
+            "country_code=DE,US,US&min_ltv=0100", "country_code=us&country_code=de&min_ltv=100.0", "country_code=US,DE&min_ltv=100",
+            "min_ltv=100&country_code=Us,dE", "country_code=DE,US&min_ltv=100", "country_code=US,DE&min_ltv=100.000", "country_code=de,US&min_ltv=100",
+        ]
+        let ids = try await withThrowingTaskGroup(of: String?.self) { group in
+            for query in spellings {
+                group.addTask { try await curl(server.url("/exports/csv?\(query)"), method: "POST").json["exportId"] as? String }
+            }
+            return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(Set(ids).count == 10, "each POST gets its own export id")
+        try await eventually("the query waits on the lock") { try await server.sql(Self.waitingQueries)[0][0] == "1" }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await server.sql(Self.waitingQueries)[0][0] == "1", "one query for ten exports")
+        try await lock.release()
+
+        let expected = try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code IN ('US','DE') AND lifetime_value >= 100 ORDER BY id")
+        var hashes = Set<String>()
+        for id in ids {
+            try await eventually("completion") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
+            hashes.insert(try await curl(server.url("/exports/\(id)/status")).json["sha256"] as? String ?? "")
+            #expect(try await curl(server.url("/exports/\(id)/download")).body == expected)
+        }
+        #expect(hashes.count == 1)
+        #expect(server.files(in: "objects").count == 1)
+    }
+
+    @Test func cancellingOneSharedExportLeavesTheOtherAndItsQuery() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let lock = try await TableLock.lockUsers(server)
+        let a = try #require(try await curl(server.url("/exports/csv?subscription_tier=pro"), method: "POST").json["exportId"] as? String)
+        let b = try #require(try await curl(server.url("/exports/csv?subscription_tier=PRO"), method: "POST").json["exportId"] as? String)
+        let readerA = try startCurl(server.url("/exports/\(a)/download"))
+        let readerB = try startCurl(server.url("/exports/\(b)/download"))
+        try await eventually("both heads") { readerA.hasHeaders && readerB.hasHeaders }
+        try await eventually("the query waits") { try await server.sql(Self.waitingQueries)[0][0] == "1" }
+
+        #expect(try await curl(server.url("/exports/\(a)"), method: "DELETE").json["status"] as? String == "cancelled")
+        let resultA = await readerA.wait()
+        #expect(resultA.exitCode != 0, "the cancelled export's reader is aborted")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await server.sql(Self.waitingQueries)[0][0] == "1", "the query still runs for the other export")
+        #expect(try await curl(server.url("/exports/\(b)/status")).json["status"] as? String == "running")
+
+        try await lock.release()
+        let resultB = await readerB.wait()
+        #expect(resultB.exitCode == 0)
+        #expect(resultB.body == (try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE subscription_tier = 'pro' ORDER BY id")))
+        #expect(try await curl(server.url("/exports/\(a)/status")).json["status"] as? String == "cancelled")
+        #expect(try await curl(server.url("/exports/\(a)/download")).status == 410)
+    }
+
+    @Test func completedResultIsReusedUntilNoCacheAsksForANewRun() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let first = try #require(try await curl(server.url("/exports/csv?columns=id,email"), method: "POST").json["exportId"] as? String)
+        try await eventually("completion") { try await curl(server.url("/exports/\(first)/status")).json["status"] as? String == "completed" }
+        let original = try await curl(server.url("/exports/\(first)/status")).json
+
+        let reused = try await curl(server.url("/exports/csv?columns=id,email"), method: "POST").json
+        #expect(reused["exportId"] as? String != first)
+        #expect(reused["status"] as? String == "completed", "answered from the finished file")
+        #expect(reused["completedAt"] as? String == original["completedAt"] as? String)
+        #expect(reused["sha256"] as? String == original["sha256"] as? String)
+
+        let forced = try await curl(server.url("/exports/csv?columns=id,email"), method: "POST", ["-H", "Cache-Control: no-cache"]).json
+        let id = try #require(forced["exportId"] as? String)
+        try await eventually("completion") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
+        let rerun = try await curl(server.url("/exports/\(id)/status")).json
+        let startedAt = try #require(rerun["startedAt"] as? String)
+        let before = try #require(original["completedAt"] as? String)
+        #expect(startedAt > before, "a new run started after the first had finished")
+        #expect(rerun["sha256"] as? String == original["sha256"] as? String, "same request, same bytes")
+    }
+}
