@@ -35,7 +35,17 @@ func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
     let store = try await prepareStorage(configuration, logger: logger)
-    let manager = ExportManager(configuration: configuration, store: store, logger: logger)
+    let journal = ExportJournal(databaseURL: configuration.database.url, logger: logger)
+    let manager = ExportManager(configuration: configuration, store: store, journal: journal, logger: logger)
+    // The exports of an earlier run of the gateway. Without a database the
+    // gateway still starts (health says why); exports then fail cleanly.
+    do {
+        let records = try await NIOThreadPool.singleton.runIfActive { try journal.load() }
+        let (restored, requeued) = try await NIOThreadPool.singleton.runIfActive { manager.restore(records) }
+        if restored > 0 { logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
+    } catch {
+        logger.error("could not read the export journal", metadata: ["error": "\(errorDetails(error))"])
+    }
     return Application(
         router: buildRouter(manager: manager, configuration: configuration),
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "csv-export-gateway"),

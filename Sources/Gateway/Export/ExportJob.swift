@@ -12,10 +12,11 @@ final class ExportJob: Sendable {
     let run: ExportRun
     private let cancelledAt = Mutex<Date?>(nil)
 
-    init(id: UUID = UUID(), run: ExportRun, createdAt: Date = Date()) {
+    init(id: UUID = UUID(), run: ExportRun, createdAt: Date = Date(), cancelledAt: Date? = nil) {
         self.id = id
         self.run = run
         self.createdAt = createdAt
+        self.cancelledAt.withLock { $0 = cancelledAt }
     }
 
     var request: ExportRequest { self.run.request }

@@ -32,6 +32,17 @@ struct ExportLifecycle: Sendable {
     /// Safe to show a client; set when failed.
     private(set) var errorMessage: String?
 
+    init() {}
+
+    /// A life read back from the journal after a restart.
+    init(status: Status, startedAt: Date?, completedAt: Date?, file: PublishedFile?, errorMessage: String?) {
+        self.status = status
+        self.startedAt = startedAt
+        self.completedAt = completedAt
+        self.file = file
+        self.errorMessage = errorMessage
+    }
+
     mutating func start(at now: Date) -> Bool {
         guard self.status == .queued else { return false }
         self.status = .running

@@ -39,6 +39,7 @@ final class ExportManager: Service, Sendable {
     }
 
     let store: ContentStore
+    let journal: ExportJournal
     private let runner: ExportRunner
     private let gzipProducer: GzipProducer
     private let cacheTTL: Duration
@@ -48,11 +49,14 @@ final class ExportManager: Service, Sendable {
     private let workers: NIOThreadPool
     private let state: Mutex<State>
     private let logger: Logger
+    /// For the journal's blocking writes from async callers.
+    private let threadPool: NIOThreadPool = .singleton
 
-    init(configuration: Configuration, store: ContentStore, logger: Logger) {
+    init(configuration: Configuration, store: ContentStore, journal: ExportJournal, logger: Logger) {
         self.store = store
+        self.journal = journal
         self.logger = logger
-        self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, logger: logger)
+        self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, journal: journal, logger: logger)
         self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
         self.cacheTTL = .seconds(configuration.exports.cacheTTLSeconds)
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
@@ -73,7 +77,7 @@ final class ExportManager: Service, Sendable {
             for await (run, target) in self.gzipRequests {
                 group.addTask {
                     guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target) else { return }
-                    self.adopt(published, of: run)
+                    await self.adopt(published, of: run)
                 }
             }
             // The stream ends at shutdown: stop the producers still compressing.
@@ -87,6 +91,8 @@ final class ExportManager: Service, Sendable {
             state.shuttingDown = true
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
+        // Nothing is journaled here: what was queued or running is queued
+        // again when the gateway starts next.
         for run in active { self.cancel(run) }
         self.gzipRequestSink.finish()
     }
@@ -95,7 +101,7 @@ final class ExportManager: Service, Sendable {
     /// queued, running or fresh (unless `fresh` asks for a new run);
     /// otherwise a new run starts now, or waits its turn, or is refused when
     /// the queue is full (or the server is stopping).
-    func submit(_ request: ExportRequest, fresh: Bool = false) throws(SubmitError) -> ExportJob {
+    func submit(_ request: ExportRequest, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         let key = request.cacheKey
         let (job, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
             guard !state.shuttingDown else { return (nil, .rejected) }
@@ -116,6 +122,9 @@ final class ExportManager: Service, Sendable {
             return (job, admission)
         }
         guard let job else { throw .queueFull }
+        // Journaled before the client hears of it, so the id survives a crash.
+        let journal = self.journal
+        try? await self.threadPool.runIfActive { journal.insert(job) }
         if admission == .start { self.dispatch(job.run) }
         return job
     }
@@ -141,7 +150,18 @@ final class ExportManager: Service, Sendable {
     /// Cancels a queued or running export (it stays, as `cancelled`; its run
     /// goes on while another export needs it), or deletes an ended one, and
     /// its run's files once no export and no fresh cache entry needs them.
-    func delete(_ id: UUID) -> DeleteOutcome {
+    func delete(_ id: UUID) async -> DeleteOutcome {
+        let outcome = self.forget(id)
+        let journal = self.journal
+        switch outcome {
+        case .cancelled(let job): try? await self.threadPool.runIfActive { journal.markCancelled(job) }
+        case .deleted: try? await self.threadPool.runIfActive { journal.delete(id) }
+        case .notFound: break
+        }
+        return outcome
+    }
+
+    private func forget(_ id: UUID) -> DeleteOutcome {
         guard let job = self.job(id) else { return .notFound }
         if job.isCancelled { return .cancelled(job) }
         let run = job.run
@@ -202,7 +222,7 @@ final class ExportManager: Service, Sendable {
     }
 
     /// A gzip form was published: the run holds it, unless no export is left.
-    private func adopt(_ published: PublishedFile, of run: ExportRun) {
+    private func adopt(_ published: PublishedFile, of run: ExportRun) async {
         let orphan = self.state.withLock { state -> String? in
             guard state.runs[run.id] != nil else {
                 return state.references[published.path] == nil ? published.path : nil
@@ -210,7 +230,73 @@ final class ExportManager: Service, Sendable {
             state.references[published.path, default: 0] += 1
             return nil
         }
-        if let orphan { self.store.removeObject(atPath: orphan) }
+        if let orphan {
+            self.store.removeObject(atPath: orphan)
+        } else {
+            let journal = self.journal
+            try? await self.threadPool.runIfActive { journal.recordGzip(published, of: run) }
+        }
+    }
+
+    /// Brings back the exports of the journal after a restart: finished ones
+    /// whose file is on disk as they were, failed and cancelled ones as
+    /// such, and the rest (queued, running, or finished with the file gone)
+    /// queued again under the same ids. Then removes every file in the cache
+    /// that no export refers to. Blocking (file checks); call it before serving.
+    func restore(_ records: [ExportJournal.Record]) -> (restored: Int, requeued: Int) {
+        var requeue: [ExportRun] = []
+        var restored = 0
+        for (runID, rows) in Dictionary(grouping: records, by: \.runID) {
+            guard let request = try? ExportRequest.parse(try QueryString.parse(rows[0].query)) else {
+                self.logger.warning("journal row with an unreadable request skipped", metadata: [LogKey.runID: "\(runID)"])
+                continue
+            }
+            let live = rows.filter { $0.cancelledAt == nil }
+            let run: ExportRun
+            if let done = live.first(where: { $0.status == .completed }), let file = self.onDisk(done.sha256, done.sizeBytes, suffix: ".csv") {
+                let gzip = self.onDisk(done.gzipSha256, done.gzipSizeBytes, suffix: ".csv.gz")
+                let lifecycle = ExportLifecycle(status: .completed, startedAt: done.startedAt, completedAt: done.completedAt, file: file, errorMessage: nil)
+                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: done.rows ?? 0, gzip: gzip)
+            } else if live.contains(where: { $0.status != .failed }) {
+                run = ExportRun(id: runID, request: request)
+                requeue.append(run)
+            } else {
+                let failed = live.first
+                let status: ExportLifecycle.Status = failed == nil ? .cancelled : .failed
+                let lifecycle = ExportLifecycle(status: status, startedAt: failed?.startedAt, completedAt: failed?.completedAt ?? rows[0].cancelledAt, file: nil, errorMessage: failed?.error)
+                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: 0, gzip: nil)
+            }
+            self.state.withLock { state in
+                state.runs[run.id] = run
+                state.members[run.id] = Set(live.map(\.id))
+                for row in rows {
+                    state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
+                }
+                for file in [run.publishedFile, run.publishedGzip].compactMap({ $0 }) {
+                    state.references[file.path, default: 0] += 1
+                }
+                if run.status == .queued || self.isJoinable(run, state: state) { state.latest[request.cacheKey] = run }
+            }
+            restored += rows.count
+        }
+        for run in requeue.sorted(by: { $0.id.uuidString < $1.id.uuidString }) {
+            let admission = self.state.withLock { $0.scheduler.readmit(run.id) }
+            if admission == .start { self.dispatch(run) }
+        }
+        let referenced = self.state.withLock { Set($0.references.keys) }
+        let objects = (try? FileManager.default.contentsOfDirectory(atPath: self.store.objectsDirectory)) ?? []
+        for name in objects where !referenced.contains(self.store.objectsDirectory + "/" + name) {
+            self.store.removeObject(atPath: self.store.objectsDirectory + "/" + name)
+        }
+        return (restored, requeue.count)
+    }
+
+    /// The published file with this hash and size, if it is still in the cache.
+    private func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
+        guard let sha256, let size, sha256.count == 64, sha256.allSatisfy(\.isHexDigit) else { return nil }
+        let path = self.store.objectPath(sha256: sha256, suffix: suffix)
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), (attributes[.size] as? Int) == size else { return nil }
+        return PublishedFile(path: path, size: size, sha256: sha256)
     }
 
     private func dispatch(_ run: ExportRun) {

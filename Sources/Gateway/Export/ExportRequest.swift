@@ -55,6 +55,26 @@ struct ExportRequest: Sendable, Equatable {
         return String(decoding: (try? encoder.encode(key)) ?? Data(), as: UTF8.self)
     }
 
+    /// The request as a query string that `parse` reads back to an equal
+    /// request: how the journal stores it.
+    var canonicalQuery: String {
+        var pairs: [(String, String)] = []
+        if !self.countryCodes.isEmpty { pairs.append(("country_code", self.countryCodes.joined(separator: ","))) }
+        if !self.subscriptionTiers.isEmpty { pairs.append(("subscription_tier", self.subscriptionTiers.joined(separator: ","))) }
+        if let minimum = self.minLifetimeValue { pairs.append(("min_ltv", minimum)) }
+        pairs.append(("columns", self.columns.joined(separator: ",")))
+        pairs.append(("delimiter", String(self.delimiter)))
+        pairs.append(("quoteChar", String(self.quote)))
+        pairs.append(("header", String(self.options.header)))
+        if let null = self.options.nullAs { pairs.append(("nullAs", null)) }
+        // excel=true is the only way to ask for the guard; the explicit bom and
+        // lineEnding after it win over the rest of its preset.
+        if self.options.guardFormulas { pairs.append(("excel", "true")) }
+        pairs.append(("bom", String(self.options.byteOrderMark)))
+        pairs.append(("lineEnding", self.options.crlf ? "crlf" : "lf"))
+        return pairs.map { "\($0)=\(QueryString.encode($1))" }.joined(separator: "&")
+    }
+
     /// A validated decimal without sign noise, leading or trailing zeros.
     static func normalizedDecimal(_ value: String) -> String {
         var rest = Substring(value)

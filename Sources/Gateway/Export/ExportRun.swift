@@ -8,7 +8,7 @@ import Synchronization
 /// it (`ExportJob` is the per-export side). Shared by the HTTP handlers, the
 /// manager, one worker and the gzip producer; all mutable state is under one lock.
 final class ExportRun: Sendable {
-    let id = UUID()
+    let id: UUID
     let request: ExportRequest
     let csv = SharedFile()
 
@@ -35,8 +35,33 @@ final class ExportRun: Sendable {
     /// The gzip form, made once by `GzipProducer` when a gzip reader first asks.
     private let gzip = Mutex<SharedFile?>(nil)
 
-    init(request: ExportRequest) {
+    init(id: UUID = UUID(), request: ExportRequest) {
+        self.id = id
         self.request = request
+    }
+
+    /// A run read back from the journal that had ended (completed, failed or
+    /// cancelled); `gzip` is its gzip form if that was made and is still on disk.
+    init(id: UUID, request: ExportRequest, ended lifecycle: ExportLifecycle, rows: Int, gzip: PublishedFile?) {
+        self.id = id
+        self.request = request
+        self.state.withLock { state in
+            state.lifecycle = lifecycle
+            state.rowsWritten = rows
+            state.bytesWritten = lifecycle.file?.size ?? 0
+            state.totalRows = lifecycle.file == nil ? nil : rows
+            state.totalRowsExact = lifecycle.file != nil
+        }
+        switch lifecycle.status {
+        case .completed: if let file = lifecycle.file { self.csv.complete(file) }
+        case .failed: self.csv.fail(.failed(lifecycle.errorMessage ?? "the export failed"))
+        default: self.csv.fail(.cancelled())
+        }
+        if let gzip {
+            let shared = SharedFile()
+            shared.complete(gzip)
+            self.gzip.withLock { $0 = shared }
+        }
     }
 
     var status: ExportLifecycle.Status { self.state.withLock { $0.lifecycle.status } }

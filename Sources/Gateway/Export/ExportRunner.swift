@@ -15,6 +15,7 @@ import Logging
 struct ExportRunner: Sendable {
     let databaseURL: String
     let store: ContentStore
+    let journal: ExportJournal
     let logger: Logger
     /// How much to gather before writing; also the most a reader can lag
     /// behind what PostgreSQL has sent while rows are flowing.
@@ -30,6 +31,7 @@ struct ExportRunner: Sendable {
 
     func run(_ run: ExportRun) -> Outcome {
         guard run.markRunning() else { return .cancelled }
+        self.journal.update(run)
         var logger = self.logger
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
         var writer: CacheWriter?
@@ -81,6 +83,7 @@ struct ExportRunner: Sendable {
             let published = try fileWriter.publish()
             writer = nil
             guard run.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
+            self.journal.update(run)
             logger.info("export completed", metadata: [LogKey.rows: "\(rows)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)"])
             return .completed(published)
         } catch {
@@ -91,6 +94,7 @@ struct ExportRunner: Sendable {
             }
             logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
             run.fail(error)
+            self.journal.update(run)
             return .failed
         }
     }

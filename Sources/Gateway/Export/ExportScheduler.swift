@@ -30,6 +30,17 @@ struct ExportScheduler {
         return .queued(position: self.queue.count)
     }
 
+    /// Re-admits an export after a restart: it was admitted before, so the
+    /// queue's bound does not refuse it.
+    mutating func readmit(_ id: UUID) -> Admission {
+        if self.running.count < self.maxRunning {
+            self.running.insert(id)
+            return .start
+        }
+        self.queue.append(id)
+        return .queued(position: self.queue.count)
+    }
+
     /// A running export ended; returns the next one to start, if any.
     mutating func finished(_ id: UUID) -> UUID? {
         guard self.running.remove(id) != nil else { return nil }

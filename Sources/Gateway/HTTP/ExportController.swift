@@ -9,7 +9,7 @@ struct ExportController: Sendable {
     let downloads: DownloadResponder
 
     func addRoutes(to router: Router<some RequestContext>) {
-        router.post("/exports/csv") { request, _ in try self.create(request) }
+        router.post("/exports/csv") { request, _ in try await self.create(request) }
         router.get("/exports/csv") { request, _ in try await self.createAndStream(request) }
         router.get("/exports/:id/status") { _, context in try self.status(context.parameters.get("id")) }
         router.head("/exports/:id/status") { _, context in Self.headersOnly(try self.status(context.parameters.get("id"))) }
@@ -17,12 +17,12 @@ struct ExportController: Sendable {
         router.head("/exports/:id/download") { request, context in
             Self.headersOnly(try await self.download(request, id: context.parameters.get("id")))
         }
-        router.delete("/exports/:id") { _, context in try self.delete(context.parameters.get("id")) }
+        router.delete("/exports/:id") { _, context in try await self.delete(context.parameters.get("id")) }
     }
 
     /// `POST /exports/csv`: 202 with the status JSON and a `Location`.
-    func create(_ request: Request) throws -> Response {
-        let job = try self.submit(request)
+    func create(_ request: Request) async throws -> Response {
+        let job = try await self.submit(request)
         let status = job.snapshot()
         return try JSONBody.response(status: .accepted, status, headers: [
             .location: status.links.status,
@@ -32,7 +32,7 @@ struct ExportController: Sendable {
 
     /// `GET /exports/csv`: starts the export and streams it in this response.
     func createAndStream(_ request: Request) async throws -> Response {
-        let job = try self.submit(request)
+        let job = try await self.submit(request)
         let id = job.id.uuidString.lowercased()
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
             HTTPField.Name("X-Export-Id")!: id,
@@ -53,8 +53,8 @@ struct ExportController: Sendable {
 
     /// Cancels a queued or running export (200 with its status), or deletes an
     /// ended one (204). Cancelling twice answers the same; a deleted export is gone (404).
-    func delete(_ id: String?) throws -> Response {
-        switch self.manager.delete(try Self.exportID(id)) {
+    func delete(_ id: String?) async throws -> Response {
+        switch await self.manager.delete(try Self.exportID(id)) {
         case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
@@ -69,7 +69,7 @@ struct ExportController: Sendable {
         return head
     }
 
-    private func submit(_ request: Request) throws -> ExportJob {
+    private func submit(_ request: Request) async throws -> ExportJob {
         let exportRequest: ExportRequest
         do {
             exportRequest = try ExportRequest.parse(try QueryString.parse(request.uri.query))
@@ -80,7 +80,7 @@ struct ExportController: Sendable {
         let directives = [request.headers[.cacheControl], request.headers[HTTPField.Name("Pragma")!]].compactMap { $0?.lowercased() }
         let fresh = directives.contains { $0.split(separator: ",").contains { $0.trimmingSpaces() == "no-cache" } }
         do {
-            return try self.manager.submit(exportRequest, fresh: fresh)
+            return try await self.manager.submit(exportRequest, fresh: fresh)
         } catch {
             throw APIError.queueFull(retryAfterSeconds: 5)
         }

@@ -53,6 +53,12 @@ final class RunningProcess: Sendable {
 
     func terminate() { if self.process.isRunning { self.process.terminate() } }
 
+    /// SIGKILL: the process gets no chance to clean up, as in a crash.
+    func kill9() { if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) } }
+
+    /// What it has written to stderr so far.
+    var stderrSoFar: String { (try? String(contentsOfFile: self.errPath, encoding: .utf8)) ?? "" }
+
     private static func resolve(_ name: String) -> String {
         if name.hasPrefix("/") { return name }
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {

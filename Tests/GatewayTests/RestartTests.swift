@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+
+/// The gateway binary, killed with SIGKILL in the middle of an export and
+/// started again: nothing half-written is published, and every export id
+/// given out before the crash gets its file after it.
+struct RestartTests {
+    /// The `gateway` executable that `swift build --build-tests` built next to the tests.
+    static var binary: String {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/gateway").path
+    }
+
+    /// Starts the binary on a free port and waits until it serves.
+    static func launch(databaseURL: String, cacheDirectory: String) async throws -> (RunningProcess, String) {
+        let process = try RunningProcess(Self.binary, [], environment: [
+            "DATABASE_URL": databaseURL, "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": cacheDirectory,
+            "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
+        ])
+        var base = ""
+        try await eventually("the gateway listens") {
+            guard let line = process.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
+                let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) })
+            else { return false }
+            base = "http://127.0.0.1:\(port)"
+            return true
+        }
+        return (process, base)
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func killDashNineMidExportThenRestartFinishesEveryExportUnderItsId() async throws {
+        // A database seeded by an in-process gateway, then used by the binary.
+        let seeded = try await TestServer.start(rows: 400_000)
+        await seeded.stop()
+        let cache = try temporaryDirectory("restart-cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+
+        var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        // One finished before the crash.
+        let small = try #require(try await curl(base + "/exports/csv?country_code=JP&columns=id,email", method: "POST").json["exportId"] as? String)
+        try await eventually("small export completes") { try await curl(base + "/exports/\(small)/status").json["status"] as? String == "completed" }
+        let before = try await curl(base + "/exports/\(small)/download")
+        let etag = try #require(before.headers["etag"])
+
+        // One cut off mid-COPY, one waiting behind it.
+        let big = try #require(try await curl(base + "/exports/csv", method: "POST").json["exportId"] as? String)
+        let queued = try #require(try await curl(base + "/exports/csv?subscription_tier=enterprise", method: "POST").json["exportId"] as? String)
+        try await eventually("bytes written") { (try await curl(base + "/exports/\(big)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
+        #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")
+        let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+        gateway.kill9()
+        _ = await gateway.wait()
+        #expect(!partialsAtCrash.isEmpty, "the crash left a partial file")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count == 1, "only the finished export was published")
+
+        (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        defer { gateway.terminate() }
+        let partialsAfter = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+        #expect(partialsAfter.isDisjoint(with: partialsAtCrash), "the crash's partial file was removed at start")
+
+        // The finished one: same ETag, and a range with If-Range still resumes.
+        let after = try await curl(base + "/exports/\(small)/download", ["-H", "Range: bytes=10-", "-H", "If-Range: \(etag)"])
+        #expect(after.status == 206)
+        #expect(after.headers["etag"] == etag)
+        #expect(after.body == before.body.dropFirst(10))
+
+        // The cut-off and the queued ones run again under their ids.
+        for id in [big, queued] {
+            try await eventually(timeout: .seconds(120), "\(id) completes after the restart") {
+                try await curl(base + "/exports/\(id)/status").json["status"] as? String == "completed"
+            }
+        }
+        let all = "id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes"
+        #expect(try await curl(base + "/exports/\(big)/download").body == (try await seeded.psqlCopy("SELECT \(all) FROM users ORDER BY id")))
+        #expect(try await curl(base + "/exports/\(queued)/download").body == (try await seeded.psqlCopy("SELECT \(all) FROM users WHERE subscription_tier = 'enterprise' ORDER BY id")))
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func cancelledAndDeletedExportsStayThatWayAfterARestart() async throws {
+        let seeded = try await TestServer.start()
+        await seeded.stop()
+        let cache = try temporaryDirectory("restart-cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        let lock = try await TableLock.lockUsers(seeded)
+        let cancelled = try #require(try await curl(base + "/exports/csv?columns=id", method: "POST").json["exportId"] as? String)
+        #expect(try await curl(base + "/exports/\(cancelled)", method: "DELETE").json["status"] as? String == "cancelled")
+        try await lock.release()
+        let deleted = try #require(try await curl(base + "/exports/csv?columns=email", method: "POST").json["exportId"] as? String)
+        try await eventually("completion") { try await curl(base + "/exports/\(deleted)/status").json["status"] as? String == "completed" }
+        #expect(try await curl(base + "/exports/\(deleted)", method: "DELETE").status == 204)
+        gateway.kill9()
+        _ = await gateway.wait()
+
+        (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        defer { gateway.terminate() }
+        #expect(try await curl(base + "/exports/\(cancelled)/status").json["status"] as? String == "cancelled")
+        #expect(try await curl(base + "/exports/\(deleted)/status").status == 404)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").isEmpty, "no file without an export")
+    }
+}
