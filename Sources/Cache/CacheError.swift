@@ -9,6 +9,7 @@ import Darwin
 public struct CacheError: Error, CustomStringConvertible, Sendable {
     private enum Code: Sendable {
         case diskFull
+        case cacheFull
         case io
         case failed
         case cancelled
@@ -21,13 +22,14 @@ public struct CacheError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self.code {
         case .diskFull: "the export cache is out of disk space"
+        case .cacheFull: "the export cache is full (CACHE_MAX_BYTES) and nothing in it can be evicted"
         case .io: "the export cache could not be written"
         case .failed: "the export failed"
         case .cancelled: "the export was cancelled"
         }
     }
 
-    public var isDiskFull: Bool { self.code == .diskFull }
+    public var isDiskFull: Bool { self.code == .diskFull || self.code == .cacheFull }
     public var isCancelled: Bool { self.code == .cancelled }
 
     /// A failed system call: ENOSPC and EDQUOT become `diskFull`, the rest `io`.
@@ -38,5 +40,7 @@ public struct CacheError: Error, CustomStringConvertible, Sendable {
 
     /// The producer of a growing file gave up; `details` is the reason it gave.
     public static func failed(_ details: String) -> CacheError { CacheError(code: .failed, details: details) }
+    /// The cache's byte budget is spent and nothing can be evicted.
+    public static func cacheFull() -> CacheError { CacheError(code: .cacheFull, details: "over CACHE_MAX_BYTES") }
     public static func cancelled() -> CacheError { CacheError(code: .cancelled, details: "cancelled") }
 }

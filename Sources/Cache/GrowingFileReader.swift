@@ -20,12 +20,16 @@ public final class GrowingFileReader {
     private var offset: Int
     private let end: Int?
     private var fd: Int32 = -1
+    /// A descriptor opened by the caller beforehand; kept alive while reading, never closed here.
+    private let opened: OpenedFile?
 
     /// - Parameters:
     ///   - offset: the first byte to read.
     ///   - end: one past the last byte to read; nil reads until the file ends.
-    public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool = .singleton) {
+    ///   - opened: the finished file, already open (see `OpenedFile`).
+    public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool = .singleton, opened: OpenedFile? = nil) {
         self.file = file
+        self.opened = opened
         self.offset = offset
         self.end = end
         self.chunkSize = chunkSize
@@ -78,6 +82,7 @@ public final class GrowingFileReader {
     /// good. Nil when the file moved between the progress report and the open
     /// (renamed on completion, or removed on failure): ask for progress again.
     private func descriptor(for path: String) throws -> Int32? {
+        if let opened { return opened.descriptor }
         if self.fd >= 0 { return self.fd }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {

@@ -12,6 +12,10 @@ import Foundation
 /// - `SEED`: `false` skips the seeding step entirely. Default `true`.
 /// - `MAX_CONCURRENT_EXPORTS`: worker threads, i.e. COPYs at once. Default `2`.
 /// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. Default `100`.
+/// - `EXPORT_TTL`: seconds an export lives after it was asked for; then 410 Gone. Default `86400`.
+/// - `CACHE_MAX_BYTES`: bytes the cache may hold (suffixes K, M, G, T); `0` is no bound. Default `0`.
+///   Past it, least recently used files that no export needs are evicted; when none
+///   can be, new exports get 507 and a running one fails cleanly.
 /// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
 /// - `GZIP_LEVEL`: zlib level (1 fastest … 9 smallest) of the one gzip form made per export. Default `6`.
 /// - `RANGE_WAIT_SECONDS`: how long a Range request on a running export waits for its bytes
@@ -40,6 +44,8 @@ struct Configuration: Sendable {
         var maxQueued = 100
         var gzipLevel = 6
         var cacheTTLSeconds = 600
+        var exportTTLSeconds = 86_400
+        var cacheMaxBytes = 0
         var rangeWaitSeconds = 15
     }
 
@@ -57,7 +63,7 @@ struct Configuration: Sendable {
         var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
     }
 
-    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "CACHE_TTL", "GZIP_LEVEL", "RANGE_WAIT_SECONDS", "LOG_LEVEL"]
+    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "EXPORT_TTL", "CACHE_MAX_BYTES", "CACHE_TTL", "GZIP_LEVEL", "RANGE_WAIT_SECONDS", "LOG_LEVEL"]
 
     init() {}
 
@@ -86,6 +92,13 @@ struct Configuration: Sendable {
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }
         if let n = try int("CACHE_TTL", 0...31_536_000) { self.exports.cacheTTLSeconds = n }
+        if let n = try int("EXPORT_TTL", 1...315_360_000) { self.exports.exportTTLSeconds = n }
+        if let text = environment["CACHE_MAX_BYTES"], !text.isEmpty {
+            guard let bytes = Self.byteCount(text) else {
+                throw Invalid(key: "CACHE_MAX_BYTES", value: text, expected: "a number of bytes, optionally with K, M, G or T (powers of 1024)")
+            }
+            self.exports.cacheMaxBytes = bytes
+        }
         if let n = try int("RANGE_WAIT_SECONDS", 0...3600) { self.exports.rangeWaitSeconds = n }
         if let level = environment["LOG_LEVEL"], !level.isEmpty {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -94,6 +107,19 @@ struct Configuration: Sendable {
             }
             self.logLevel = level.lowercased()
         }
+    }
+
+    /// `123`, `64K`, `500M`, `2G`, `1T` (powers of 1024).
+    static func byteCount(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var digits = Substring(text.uppercased())
+        var unit = 1
+        if let last = digits.last, let factor = units[last] {
+            unit = factor
+            digits = digits.dropFirst(0).dropLast()
+        }
+        guard !digits.isEmpty, digits.count <= 15, digits.allSatisfy(\.isNumber), let n = Int(digits) else { return nil }
+        return n * unit
     }
 
     /// The process environment over the `.env` file in `directory`, if any.

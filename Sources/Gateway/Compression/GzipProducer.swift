@@ -17,7 +17,7 @@ struct GzipProducer: Sendable {
 
     /// Compresses `source` into `target` until the source ends. Returns the
     /// published gzip file, or nil when the source failed (then `target` fails too).
-    func run(source: GrowingFile, target: SharedFile) async -> PublishedFile? {
+    func run(source: GrowingFile, target: SharedFile, reserve: @escaping @Sendable (Int) -> Bool = { _ in true }) async -> PublishedFile? {
         let store = self.store
         let level = self.level
         var work: Work?
@@ -31,6 +31,8 @@ struct GzipProducer: Sendable {
                 // Caught up with a live export: flush, so gzip readers get
                 // everything the CSV has so far instead of waiting on zlib.
                 let flush = reader.isCaughtUp
+                // Compressed output is at most the input plus a little.
+                guard reserve(chunk.readableBytes + 64) else { throw CacheError.cacheFull() }
                 let length = try await self.threadPool.runIfActive { try started.append(chunk, flush: flush) }
                 target.append(length: length)
             }

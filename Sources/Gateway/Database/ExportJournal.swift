@@ -28,6 +28,7 @@ final class ExportJournal: Sendable {
         let startedAt: Date?
         let completedAt: Date?
         let cancelledAt: Date?
+        let expiredAt: Date?
         let rows: Int?
         let sizeBytes: Int?
         let sha256: String?
@@ -54,6 +55,7 @@ final class ExportJournal: Sendable {
             gzip_sha256 text,
             error text
         );
+        ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS expired_at timestamptz;
         CREATE INDEX IF NOT EXISTS exports_run_id_idx ON gateway.exports (run_id);
         """
 
@@ -76,7 +78,7 @@ final class ExportJournal: Sendable {
             let rows = try db.execute("""
                 SELECT id, run_id, query, extract(epoch FROM created_at), status, extract(epoch FROM started_at),
                        extract(epoch FROM completed_at), extract(epoch FROM cancelled_at), rows_written, size_bytes,
-                       sha256, gzip_size_bytes, gzip_sha256, error
+                       sha256, gzip_size_bytes, gzip_sha256, error, extract(epoch FROM expired_at)
                 FROM gateway.exports ORDER BY created_at
                 """)
             return rows.compactMap { row in
@@ -86,7 +88,7 @@ final class ExportJournal: Sendable {
                 else { return nil }
                 return Record(
                     id: id, runID: runID, query: query, createdAt: createdAt, status: status, startedAt: date(5),
-                    completedAt: date(6), cancelledAt: date(7), rows: row[8].flatMap { Int($0) }, sizeBytes: row[9].flatMap { Int($0) },
+                    completedAt: date(6), cancelledAt: date(7), expiredAt: date(14), rows: row[8].flatMap { Int($0) }, sizeBytes: row[9].flatMap { Int($0) },
                     sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13]
                 )
             }
@@ -143,6 +145,22 @@ final class ExportJournal: Sendable {
     func markCancelled(_ job: ExportJob) {
         self.write("cancel") { db in
             try db.execute("UPDATE gateway.exports SET status = 'cancelled', cancelled_at = now() WHERE id = $1", parameters: [job.id.uuidString])
+        }
+    }
+
+    /// Expired exports stay as rows, so their ids answer 410 after a restart;
+    /// `forgetExpired` drops them once they have been expired for `after`.
+    func markExpired(_ ids: [UUID]) {
+        guard !ids.isEmpty else { return }
+        self.write("expire") { db in
+            try db.execute("UPDATE gateway.exports SET expired_at = now() WHERE id = ANY($1::uuid[])",
+                parameters: ["{" + ids.map(\.uuidString).joined(separator: ",") + "}"])
+        }
+    }
+
+    func forgetExpired(after seconds: Int) {
+        self.write("forget expired") { db in
+            try db.execute("DELETE FROM gateway.exports WHERE expired_at < now() - make_interval(secs => $1::double precision)", parameters: [String(seconds)])
         }
     }
 

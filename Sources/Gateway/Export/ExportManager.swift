@@ -16,6 +16,15 @@ import Synchronization
 final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
         case queueFull
+        /// CACHE_MAX_BYTES is reached and nothing can be evicted.
+        case cacheFull
+    }
+
+    enum Lookup {
+        case found(ExportJob)
+        /// It existed, and EXPORT_TTL has passed since it was asked for.
+        case expired
+        case notFound
     }
 
     enum DeleteOutcome {
@@ -35,6 +44,10 @@ final class ExportManager: Service, Sendable {
         var latest: [String: ExportRun] = [:]
         /// How many completed runs hold each published file (CSV or gzip).
         var references: [String: Int] = [:]
+        /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
+        var lastUsed: [UUID: Date] = [:]
+        /// Exports past EXPORT_TTL: answered 410 rather than 404.
+        var expired: Set<UUID> = []
         var shuttingDown = false
     }
 
@@ -43,6 +56,9 @@ final class ExportManager: Service, Sendable {
     private let runner: ExportRunner
     private let gzipProducer: GzipProducer
     private let cacheTTL: Duration
+    private let exportTTL: TimeInterval
+    /// 0: no bound.
+    private let cacheMaxBytes: Int
     /// Runs whose gzip form a reader asked for; `run` starts one producer each.
     private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
     private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
@@ -59,6 +75,8 @@ final class ExportManager: Service, Sendable {
         self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, journal: journal, logger: logger)
         self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
         self.cacheTTL = .seconds(configuration.exports.cacheTTLSeconds)
+        self.exportTTL = TimeInterval(configuration.exports.exportTTLSeconds)
+        self.cacheMaxBytes = configuration.exports.cacheMaxBytes
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
         self.workers = NIOThreadPool(numberOfThreads: configuration.exports.maxConcurrent)
         self.workers.start()
@@ -74,9 +92,16 @@ final class ExportManager: Service, Sendable {
                 try? await gracefulShutdown()
                 self.stopAll()
             }
+            group.addTask {
+                // The janitor: ends with the group's cancellation at shutdown.
+                while (try? await Task.sleep(for: self.sweepInterval)) != nil {
+                    await self.sweep()
+                }
+            }
             for await (run, target) in self.gzipRequests {
                 group.addTask {
-                    guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target) else { return }
+                    let reserve: @Sendable (Int) -> Bool = { self.makeRoom(for: $0, writing: run) }
+                    guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target, reserve: reserve) else { return }
                     await self.adopt(published, of: run)
                 }
             }
@@ -103,17 +128,22 @@ final class ExportManager: Service, Sendable {
     /// the queue is full (or the server is stopping).
     func submit(_ request: ExportRequest, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         let key = request.cacheKey
+        // A new run needs room for at least its first write; joining one needs none.
+        let hasRoom = self.makeRoom(for: ExportRunner.stagingSize, writing: nil)
         let (job, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
             guard !state.shuttingDown else { return (nil, .rejected) }
             if !fresh, let run = state.latest[key], self.isJoinable(run, state: state) {
+                state.lastUsed[run.id] = Date()
                 let job = ExportJob(run: run)
                 state.jobs[job.id] = job
                 state.members[run.id, default: []].insert(job.id)
                 return (job, nil)
             }
+            guard hasRoom else { return (nil, nil) }
             let run = ExportRun(request: request)
             let admission = state.scheduler.submit(run.id)
             guard admission != .rejected else { return (nil, .rejected) }
+            state.lastUsed[run.id] = Date()
             let job = ExportJob(run: run)
             state.runs[run.id] = run
             state.latest[key] = run
@@ -121,7 +151,7 @@ final class ExportManager: Service, Sendable {
             state.members[run.id] = [job.id]
             return (job, admission)
         }
-        guard let job else { throw .queueFull }
+        guard let job else { throw admission == nil ? .cacheFull : .queueFull }
         // Journaled before the client hears of it, so the id survives a crash.
         let journal = self.journal
         try? await self.threadPool.runIfActive { journal.insert(job) }
@@ -145,6 +175,89 @@ final class ExportManager: Service, Sendable {
 
     func job(_ id: UUID) -> ExportJob? {
         self.state.withLock { $0.jobs[id] }
+    }
+
+    /// Finds an export for a client: expired ones (past EXPORT_TTL) are
+    /// removed on the spot and answered as such; a found one counts as a use
+    /// of its run for eviction.
+    func lookup(_ id: UUID) async -> Lookup {
+        let (job, expired) = self.state.withLock { ($0.jobs[id], $0.expired.contains(id)) }
+        if expired { return .expired }
+        guard let job else { return .notFound }
+        if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
+            await self.expire([job])
+            return .expired
+        }
+        self.state.withLock { $0.lastUsed[job.run.id] = Date() }
+        return .found(job)
+    }
+
+    /// How often the janitor looks for expired exports and stale files.
+    private var sweepInterval: Duration {
+        .seconds(max(1, min(60, min(self.exportTTL, Double(self.cacheTTL.components.seconds)) / 4)))
+    }
+
+    /// The janitor's round: expires exports past EXPORT_TTL, drops runs no
+    /// export needs once CACHE_TTL has passed (their files go), and evicts
+    /// while the cache is over CACHE_MAX_BYTES.
+    func sweep() async {
+        let now = Date()
+        let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
+        if !old.isEmpty { await self.expire(old) }
+        let orphans = self.state.withLock { state -> [String] in
+            let stale = state.runs.values.filter { run in
+                (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
+            }
+            return stale.flatMap { state.forget($0) }
+        }
+        for orphan in orphans { self.store.removeObject(atPath: orphan) }
+        _ = self.makeRoom(for: 0, writing: nil)
+        let (journal, keep) = (self.journal, Int(self.exportTTL))
+        try? await self.threadPool.runIfActive { journal.forgetExpired(after: keep) }
+    }
+
+    /// Removes exports past EXPORT_TTL (cancelling them if they still run),
+    /// remembers their ids for 410, and journals it.
+    private func expire(_ jobs: [ExportJob]) async {
+        for job in jobs {
+            if job.run.status == .queued || job.run.status == .running { _ = self.forget(job.id) }
+            let orphans = self.state.withLock { state -> [String] in
+                guard state.jobs.removeValue(forKey: job.id) != nil else { return [] }
+                state.expired.insert(job.id)
+                state.members[job.run.id]?.remove(job.id)
+                guard state.members[job.run.id]?.isEmpty ?? true else { return [] }
+                return state.forget(job.run)
+            }
+            for orphan in orphans { self.store.removeObject(atPath: orphan) }
+        }
+        let journal = self.journal
+        let ids = jobs.map(\.id)
+        try? await self.threadPool.runIfActive { journal.markExpired(ids) }
+        self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
+    }
+
+    /// Makes room for `incoming` more bytes under CACHE_MAX_BYTES, evicting
+    /// the least recently used finished runs that no export needs (never
+    /// `writing`, the run asking); false when even that is not enough.
+    /// Readers of an evicted file keep reading it: they opened it before.
+    func makeRoom(for incoming: Int, writing: ExportRun?) -> Bool {
+        guard self.cacheMaxBytes > 0 else { return true }
+        let (fits, orphans) = self.state.withLock { state -> (Bool, [String]) in
+            var used = state.diskBytes()
+            guard used + incoming > self.cacheMaxBytes else { return (true, []) }
+            let evictable = state.runs.values
+                .filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
+                .sorted { (state.lastUsed[$0.id] ?? .distantPast) < (state.lastUsed[$1.id] ?? .distantPast) }
+            var orphans: [String] = []
+            for run in evictable where used + incoming > self.cacheMaxBytes {
+                orphans += state.forget(run)
+                used = state.diskBytes()
+            }
+            return (used + incoming <= self.cacheMaxBytes, orphans)
+        }
+        for orphan in orphans { self.store.removeObject(atPath: orphan) }
+        if !orphans.isEmpty { self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(orphans.count)"]) }
+        return fits
     }
 
     /// Cancels a queued or running export (it stays, as `cancelled`; its run
@@ -251,6 +364,14 @@ final class ExportManager: Service, Sendable {
                 self.logger.warning("journal row with an unreadable request skipped", metadata: [LogKey.runID: "\(runID)"])
                 continue
             }
+            let now = Date()
+            let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
+            self.state.withLock { state in
+                for row in rows where isExpired(row) { state.expired.insert(row.id) }
+            }
+            self.journal.markExpired(rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id))
+            let rows = rows.filter { !isExpired($0) }
+            guard !rows.isEmpty else { continue }
             let live = rows.filter { $0.cancelledAt == nil }
             let run: ExportRun
             if let done = live.first(where: { $0.status == .completed }), let file = self.onDisk(done.sha256, done.sizeBytes, suffix: ".csv") {
@@ -268,6 +389,7 @@ final class ExportManager: Service, Sendable {
             }
             self.state.withLock { state in
                 state.runs[run.id] = run
+                state.lastUsed[run.id] = run.completedAt ?? now
                 state.members[run.id] = Set(live.map(\.id))
                 for row in rows {
                     state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
@@ -302,7 +424,7 @@ final class ExportManager: Service, Sendable {
     private func dispatch(_ run: ExportRun) {
         self.workers.submit { [self] workItemState in
             // The pool cancels work only when it is shutting down.
-            let outcome = workItemState == .active ? self.runner.run(run) : .cancelled
+            let outcome = workItemState == .active ? self.runner.run(run, reserve: { self.makeRoom(for: $0, writing: run) }) : .cancelled
             let (orphan, next) = self.state.withLock { state -> (String?, ExportRun?) in
                 var orphan: String?
                 switch outcome {
@@ -324,10 +446,24 @@ final class ExportManager: Service, Sendable {
 }
 
 extension ExportManager.State {
+    /// Bytes on disk: every published file once, plus what running exports
+    /// and gzip producers have written so far.
+    fileprivate func diskBytes() -> Int {
+        var published: [String: Int] = [:]
+        var partial = 0
+        for run in self.runs.values {
+            let disk = run.diskUse()
+            for file in disk.published { published[file.path] = file.size }
+            partial += disk.partial
+        }
+        return published.values.reduce(partial, +)
+    }
+
     /// Drops a run that no export needs; returns the files no run holds any more.
     fileprivate mutating func forget(_ run: ExportRun) -> [String] {
         self.runs[run.id] = nil
         self.members[run.id] = nil
+        self.lastUsed[run.id] = nil
         if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
         return [run.publishedFile, run.publishedGzip].compactMap { file in
             guard let path = file?.path, let count = self.references[path] else { return nil }

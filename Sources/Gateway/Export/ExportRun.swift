@@ -81,6 +81,19 @@ final class ExportRun: Sendable {
         return file
     }
 
+    /// The files of this run on disk: published ones, and bytes of partial
+    /// ones (the CSV while it runs, the gzip form while it is made).
+    func diskUse() -> (published: [PublishedFile], partial: Int) {
+        var published: [PublishedFile] = []
+        var partial = 0
+        let (status, file, written) = self.state.withLock { ($0.lifecycle.status, $0.lifecycle.file, $0.bytesWritten) }
+        if let file { published.append(file) } else if status == .running { partial += written }
+        if let gzip = self.gzip.withLock({ $0 })?.primary {
+            if let done = gzip.completedFile { published.append(done) } else { partial += gzip.length }
+        }
+        return (published, partial)
+    }
+
     /// The finished gzip form, once there is one.
     var publishedGzip: PublishedFile? { self.gzip.withLock { $0 }?.primary.completedFile }
 

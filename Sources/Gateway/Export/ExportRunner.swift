@@ -19,7 +19,7 @@ struct ExportRunner: Sendable {
     let logger: Logger
     /// How much to gather before writing; also the most a reader can lag
     /// behind what PostgreSQL has sent while rows are flowing.
-    var stagingSize = 256 * 1024
+    static let stagingSize = 256 * 1024
 
     enum Outcome {
         case completed(PublishedFile)
@@ -29,7 +29,9 @@ struct ExportRunner: Sendable {
         case cancelled
     }
 
-    func run(_ run: ExportRun) -> Outcome {
+    /// `reserve(n)` asks for room for n more bytes under CACHE_MAX_BYTES; when
+    /// it says no, the export fails cleanly as if the disk were full.
+    func run(_ run: ExportRun, reserve: (Int) -> Bool = { _ in true }) -> Outcome {
         guard run.markRunning() else { return .cancelled }
         self.journal.update(run)
         var logger = self.logger
@@ -50,7 +52,7 @@ struct ExportRunner: Sendable {
             run.csv.begin(path: fileWriter.partialPath)
             logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)"])
 
-            let staging = StagingBuffer(capacity: self.stagingSize)
+            let staging = StagingBuffer(capacity: Self.stagingSize)
             let options = run.request.options
             if options.byteOrderMark { _ = CSVOptions.utf8BOM.withUnsafeBytes { staging.append($0) } }
             // Records are counted from the messages; with a header the first one is not a record.
@@ -59,6 +61,7 @@ struct ExportRunner: Sendable {
             func flush() throws {
                 if run.status == .cancelled { throw CacheError.cancelled() }
                 guard !staging.isEmpty else { return }
+                guard reserve(staging.count) else { throw CacheError.cacheFull() }
                 try fileWriter.write(staging.bytes)
                 staging.removeAll()
                 run.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
@@ -66,7 +69,10 @@ struct ExportRunner: Sendable {
             func append(_ bytes: UnsafeRawBufferPointer) throws {
                 if staging.append(bytes) { return }
                 try flush()
-                if !staging.append(bytes) { try fileWriter.write(bytes) }
+                if !staging.append(bytes) {
+                    guard reserve(bytes.count) else { throw CacheError.cacheFull() }
+                    try fileWriter.write(bytes)
+                }
             }
             try db.copyOut(sql, onRow: { row in
                 // One CopyData message is one CSV record (or the header), ending in LF.

@@ -13,6 +13,9 @@ struct APIError: HTTPResponseError, Sendable {
         case queueFull = "queue_full"
         case exportFailed = "export_failed"
         case exportCancelled = "export_cancelled"
+        case exportExpired = "export_expired"
+        case cacheFull = "cache_full"
+        case fileGone = "file_gone"
         case unhealthy
         case internalError = "internal_error"
     }
@@ -51,6 +54,18 @@ struct APIError: HTTPResponseError, Sendable {
 
     static func exportCancelled() -> APIError {
         APIError(code: .exportCancelled, status: .gone, message: "the export was cancelled")
+    }
+
+    static func exportExpired() -> APIError {
+        APIError(code: .exportExpired, status: .gone, message: "the export has expired (EXPORT_TTL); ask for it again")
+    }
+
+    static func cacheFull() -> APIError {
+        APIError(code: .cacheFull, status: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), message: "the export cache is full and nothing in it can be evicted; retry when running exports have finished or been deleted")
+    }
+
+    static func fileGone() -> APIError {
+        APIError(code: .fileGone, status: .gone, message: "the export's file is no longer in the cache")
     }
 
     static func internalError() -> APIError {

@@ -43,14 +43,14 @@ struct DownloadResponder: Sendable {
         }
 
         if let published = file.completedFile {
-            return self.finished(published, file: file, request: request, headers: headers)
+            return try await self.finished(published, file: file, request: request, headers: headers)
         }
         // Still being written. A Range asks for bytes that may not exist yet.
         if let specs = ByteRange.specs(request.headers[.range]), request.headers[.ifRange] == nil {
             if specs.count == 1, case .closed(let first, let last) = specs[0] {
                 if try await self.waitForProgress(file, beyond: last) {
                     if let published = file.completedFile {
-                        return self.finished(published, file: file, request: request, headers: headers)
+                        return try await self.finished(published, file: file, request: request, headers: headers)
                     }
                     headers[.cacheControl] = "no-store"
                     headers[.contentRange] = "bytes \(first)-\(last)/*"
@@ -59,7 +59,7 @@ struct DownloadResponder: Sendable {
                 }
             } else if try await self.waitForProgress(file, beyond: .max - 1), let published = file.completedFile {
                 // Open-ended and suffix ranges need the final size: answered once it is known.
-                return self.finished(published, file: file, request: request, headers: headers)
+                return try await self.finished(published, file: file, request: request, headers: headers)
             }
             // Waited long enough: the whole file, live. `curl -C -` refuses a 200
             // to a resume rather than taking it for the rest.
@@ -69,7 +69,15 @@ struct DownloadResponder: Sendable {
     }
 
     /// A finished file: validators, ranges and the digest of what is sent.
-    private func finished(_ published: PublishedFile, file: GrowingFile, request: Request, headers: HTTPFields) -> Response {
+    private func finished(_ published: PublishedFile, file: GrowingFile, request: Request, headers: HTTPFields) async throws -> Response {
+        // Opened before anything is promised: a delete or an eviction from
+        // now on unlinks a file this response still reads to the end.
+        let opened: OpenedFile
+        do {
+            opened = try await self.threadPool.runIfActive { try OpenedFile(path: published.path) }
+        } catch {
+            throw APIError.fileGone()
+        }
         var headers = headers
         let etag = "\"\(published.sha256)\""
         headers[.eTag] = etag
@@ -89,7 +97,7 @@ struct DownloadResponder: Sendable {
         switch resolution {
         case .none:
             headers[.contentLength] = String(published.size)
-            return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, length: published.size))
+            return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, length: published.size, opened: opened))
         case .unsatisfiable:
             headers[.contentRange] = "bytes */\(published.size)"
             headers[.contentLength] = "0"
@@ -99,12 +107,12 @@ struct DownloadResponder: Sendable {
             let range = ranges[0]
             headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(published.size)"
             headers[.contentLength] = String(range.count)
-            return Response(status: .partialContent, headers: headers, body: self.body(file, ranges: ranges, length: range.count))
+            return Response(status: .partialContent, headers: headers, body: self.body(file, ranges: ranges, length: range.count, opened: opened))
         case .ranges(let ranges):
             let multipart = MultipartByteRanges(ranges: ranges, size: published.size, contentType: headers[.contentType] ?? "application/octet-stream")
             headers[.contentType] = multipart.contentType
             headers[.contentLength] = String(multipart.length)
-            return Response(status: .partialContent, headers: headers, body: self.multipartBody(file, multipart))
+            return Response(status: .partialContent, headers: headers, body: self.multipartBody(file, multipart, opened: opened))
         }
     }
 
@@ -148,22 +156,22 @@ struct DownloadResponder: Sendable {
     }
 
     /// Streams `ranges` of the file (all of it when nil), following it while it grows.
-    private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, length: Int? = nil) -> ResponseBody {
+    private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, length: Int? = nil, opened: OpenedFile? = nil) -> ResponseBody {
         let (threadPool, chunkSize) = (self.threadPool, self.chunkSize)
         return ResponseBody(contentLength: length) { writer in
             for range in ranges ?? [0...(Int.max - 1)] {
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize)
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened)
             }
             try await writer.finish(nil)
         }
     }
 
-    private func multipartBody(_ file: GrowingFile, _ multipart: MultipartByteRanges) -> ResponseBody {
+    private func multipartBody(_ file: GrowingFile, _ multipart: MultipartByteRanges, opened: OpenedFile) -> ResponseBody {
         let (threadPool, chunkSize) = (self.threadPool, self.chunkSize)
         return ResponseBody(contentLength: multipart.length) { writer in
             for (range, header) in zip(multipart.ranges, multipart.partHeaders) {
                 try await writer.write(ByteBuffer(string: header))
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize)
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened)
             }
             try await writer.write(ByteBuffer(string: multipart.closing))
             try await writer.finish(nil)
@@ -172,9 +180,9 @@ struct DownloadResponder: Sendable {
 
     /// Each write returns when the connection has taken the bytes: that is the
     /// backpressure that keeps a slow client from costing memory.
-    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int) async throws {
+    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int, opened: OpenedFile?) async throws {
         let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
-        let reader = GrowingFileReader(file: file, from: range.lowerBound, to: end, chunkSize: chunkSize, threadPool: threadPool)
+        let reader = GrowingFileReader(file: file, from: range.lowerBound, to: end, chunkSize: chunkSize, threadPool: threadPool, opened: opened)
         while let chunk = try await reader.next() {
             try await writer.write(chunk)
         }

@@ -11,8 +11,8 @@ struct ExportController: Sendable {
     func addRoutes(to router: Router<some RequestContext>) {
         router.post("/exports/csv") { request, _ in try await self.create(request) }
         router.get("/exports/csv") { request, _ in try await self.createAndStream(request) }
-        router.get("/exports/:id/status") { _, context in try self.status(context.parameters.get("id")) }
-        router.head("/exports/:id/status") { _, context in Self.headersOnly(try self.status(context.parameters.get("id"))) }
+        router.get("/exports/:id/status") { _, context in try await self.status(context.parameters.get("id")) }
+        router.head("/exports/:id/status") { _, context in Self.headersOnly(try await self.status(context.parameters.get("id"))) }
         router.get("/exports/:id/download") { request, context in try await self.download(request, id: context.parameters.get("id")) }
         router.head("/exports/:id/download") { request, context in
             Self.headersOnly(try await self.download(request, id: context.parameters.get("id")))
@@ -40,12 +40,12 @@ struct ExportController: Sendable {
         ])
     }
 
-    func status(_ id: String?) throws -> Response {
-        try JSONBody.response(status: .ok, try self.job(id).snapshot())
+    func status(_ id: String?) async throws -> Response {
+        try JSONBody.response(status: .ok, try await self.job(id).snapshot())
     }
 
     func download(_ request: Request, id: String?) async throws -> Response {
-        let job = try self.job(id)
+        let job = try await self.job(id)
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
             HTTPField.Name("X-Export-Id")!: job.id.uuidString.lowercased(),
         ])
@@ -54,7 +54,9 @@ struct ExportController: Sendable {
     /// Cancels a queued or running export (200 with its status), or deletes an
     /// ended one (204). Cancelling twice answers the same; a deleted export is gone (404).
     func delete(_ id: String?) async throws -> Response {
-        switch await self.manager.delete(try Self.exportID(id)) {
+        let exportID = try Self.exportID(id)
+        if case .expired = await self.manager.lookup(exportID) { throw APIError.exportExpired() }
+        switch await self.manager.delete(exportID) {
         case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
@@ -81,14 +83,19 @@ struct ExportController: Sendable {
         let fresh = directives.contains { $0.split(separator: ",").contains { $0.trimmingSpaces() == "no-cache" } }
         do {
             return try await self.manager.submit(exportRequest, fresh: fresh)
+        } catch .cacheFull {
+            throw APIError.cacheFull()
         } catch {
             throw APIError.queueFull(retryAfterSeconds: 5)
         }
     }
 
-    private func job(_ id: String?) throws -> ExportJob {
-        guard let job = self.manager.job(try Self.exportID(id)) else { throw APIError.notFound() }
-        return job
+    private func job(_ id: String?) async throws -> ExportJob {
+        switch await self.manager.lookup(try Self.exportID(id)) {
+        case .found(let job): return job
+        case .expired: throw APIError.exportExpired()
+        case .notFound: throw APIError.notFound()
+        }
     }
 
     /// Export ids are UUIDs; anything else in the path is simply not found.

@@ -28,7 +28,10 @@ final class TestServer: Sendable {
         databaseURL: String? = nil,
         seed: Bool = true,
         rangeWaitSeconds: Int = 15,
-        cacheTTLSeconds: Int = 600
+        cacheTTLSeconds: Int = 600,
+        exportTTLSeconds: Int = 86_400,
+        cacheMaxBytes: Int = 0,
+        cacheDirectory: String? = nil
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
         let url: String
@@ -55,6 +58,9 @@ final class TestServer: Sendable {
         configuration.exports.maxQueued = maxQueued
         configuration.exports.rangeWaitSeconds = rangeWaitSeconds
         configuration.exports.cacheTTLSeconds = cacheTTLSeconds
+        configuration.exports.exportTTLSeconds = exportTTLSeconds
+        configuration.exports.cacheMaxBytes = cacheMaxBytes
+        if let cacheDirectory { configuration.cache.directory = cacheDirectory }
         var logger = Logger(label: "test-gateway")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
 
