@@ -22,6 +22,13 @@ public final class GrowingFileReader {
     private var fd: Int32 = -1
     /// A descriptor opened by the caller beforehand; kept alive while reading, never closed here.
     private let opened: OpenedFile?
+    /// Two buffers used in turn. A chunk handed to the connection is held
+    /// there until the socket has taken it; the reader reuses a buffer only
+    /// once the connection has let go of it (see `next()`), so a response
+    /// never has more than two chunks in memory, and no read allocates (or
+    /// page-faults) a new one.
+    private let buffers: (ReadBuffer, ReadBuffer)
+    private var useSecond = false
 
     /// - Parameters:
     ///   - offset: the first byte to read.
@@ -30,6 +37,7 @@ public final class GrowingFileReader {
     public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool = .singleton, opened: OpenedFile? = nil) {
         self.file = file
         self.opened = opened
+        self.buffers = (ReadBuffer(capacity: chunkSize), ReadBuffer(capacity: chunkSize))
         self.offset = offset
         self.end = end
         self.chunkSize = chunkSize
@@ -65,8 +73,19 @@ public final class GrowingFileReader {
                 continue
             }
             let offset = self.offset
+            let readBuffer = self.useSecond ? self.buffers.1 : self.buffers.0
+            self.useSecond.toggle()
+            // A write returns once the connection has queued a chunk, not sent
+            // it, so a fast reader could queue chunk after chunk ahead of the
+            // socket (seen: 258 chunks live at once with a dozen readers).
+            // Waiting here for the older chunk to be sent is the bound.
+            var pause = 1
+            while !readBuffer.isFree {
+                try await Task.sleep(for: .milliseconds(pause))
+                pause = min(pause * 2, 16)
+            }
             let buffer = try await self.threadPool.runIfActive {
-                try Self.read(fd: fd, at: offset, count: want, path: path)
+                try readBuffer.read(fd: fd, at: offset, count: want, path: path)
             }
             guard buffer.readableBytes > 0 else {
                 // The file is shorter than the producer said: never pass that off as the end.
@@ -93,18 +112,6 @@ public final class GrowingFileReader {
         return fd
     }
 
-    private static func read(fd: Int32, at offset: Int, count: Int, path: String) throws -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
-        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-            while true {
-                let n = pread(fd, raw.baseAddress, count, off_t(offset))
-                if n >= 0 { return n }
-                if errno != EINTR { throw CacheError.system("pread", path: path, errno: errno) }
-            }
-        }
-        return buffer
-    }
-
     private func finish() -> ByteBuffer? {
         self.closeFile()
         return nil
@@ -115,5 +122,36 @@ public final class GrowingFileReader {
             close(self.fd)
             self.fd = -1
         }
+    }
+}
+
+/// One reusable read buffer of a `GrowingFileReader`. `@unchecked Sendable`:
+/// it crosses to a pool thread for one `read` at a time, awaited by its one
+/// reader before the next, so no two threads touch it at once.
+private final class ReadBuffer: @unchecked Sendable {
+    /// Always a whole chunk, however little a read finds: blocks of one size
+    /// (large enough for `mmap`, see MemoryTuning) are returned to the system
+    /// when freed, where small ones of many sizes would fragment the heap.
+    private var buffer: ByteBuffer
+
+    init(capacity: Int) {
+        self.buffer = ByteBufferAllocator().buffer(capacity: capacity)
+    }
+
+    /// True when no one else (the connection) holds the last chunk read into it.
+    var isFree: Bool { self.buffer.modifyIfUniquelyOwned { _ in true } ?? false }
+
+    /// Reads `count` bytes at `offset` into the buffer (reusing its memory when
+    /// no one else holds it) and returns them.
+    func read(fd: Int32, at offset: Int, count: Int, path: String) throws -> ByteBuffer {
+        self.buffer.clear()
+        try self.buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            while true {
+                let n = pread(fd, raw.baseAddress, count, off_t(offset))
+                if n >= 0 { return n }
+                if errno != EINTR { throw CacheError.system("pread", path: path, errno: errno) }
+            }
+        }
+        return self.buffer
     }
 }

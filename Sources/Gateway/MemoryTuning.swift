@@ -9,7 +9,8 @@ import CMalloc
 /// export left the process at 386 MB resident, of which `malloc_trim` gave
 /// back 345 MB. A fixed mmap threshold sends every block of 64 KiB or more
 /// straight to `mmap`/`munmap`, so it is returned the moment it is freed, and
-/// fewer arenas keep the small objects together.
+/// fewer arenas keep the small objects together. Download buffers are reused
+/// (`GrowingFileReader`), so each is mapped once per response, not per read.
 enum MemoryTuning {
     static func apply() {
         _ = mallopt(M_MMAP_THRESHOLD, 64 * 1024)
