@@ -53,6 +53,19 @@ struct ExportRequestTests {
         #expect(ExportRequest.normalizedDecimal("-3") == "-3")
     }
 
+    /// The journal stores `canonicalQuery` and parses it back after a restart.
+    @Test(arguments: [
+        "", "country_code=US,de&subscription_tier=pro&min_ltv=0&columns=notes,id&delimiter=%09&quoteChar=%27",
+        "excel=true", "excel=true&bom=false", "excel=true&lineEnding=lf", "header=false&nullAs=%5CN&delimiter=%7C",
+        "nullAs=%E2%80%94&bom=true&lineEnding=crlf", "delimiter=%26&quoteChar=%3D&columns=email",
+    ])
+    func canonicalQueryParsesBackToTheSameRequest(_ query: String) throws {
+        let request = try self.parse(query)
+        let again = try self.parse(request.canonicalQuery)
+        #expect(again == request)
+        #expect(again.cacheKey == request.cacheKey)
+    }
+
     @Test func planRowsAreReadFromExplain() {
         #expect(ExportQuery.estimatedRows(fromPlanLine: "Sort  (cost=1.0..2.0 rows=12345 width=100)") == 12345)
         #expect(ExportQuery.estimatedRows(fromPlanLine: "nonsense") == nil)
