@@ -128,34 +128,44 @@ final class ExportManager: Service, Sendable {
     /// the queue is full (or the server is stopping).
     func submit(_ request: ExportRequest, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         let key = request.cacheKey
-        // A new run needs room for at least its first write; joining one needs none.
-        let hasRoom = self.makeRoom(for: ExportRunner.stagingSize, writing: nil)
-        let (job, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
-            guard !state.shuttingDown else { return (nil, .rejected) }
-            if !fresh, let run = state.latest[key], self.isJoinable(run, state: state) {
-                state.lastUsed[run.id] = Date()
+        // Join first: making room could evict the very file this request would reuse.
+        var joined = fresh ? nil : self.state.withLock { self.join(key, state: &$0) }
+        var admission: ExportScheduler.Admission?
+        if joined == nil {
+            // A new run needs room for at least its first write.
+            let hasRoom = self.makeRoom(for: ExportRunner.stagingSize, writing: nil)
+            (joined, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
+                guard !state.shuttingDown else { return (nil, .rejected) }
+                // An identical request may have started a run meanwhile.
+                if !fresh, let job = self.join(key, state: &state) { return (job, nil) }
+                guard hasRoom else { return (nil, nil) }
+                let run = ExportRun(request: request)
+                let admission = state.scheduler.submit(run.id)
+                guard admission != .rejected else { return (nil, .rejected) }
                 let job = ExportJob(run: run)
+                state.runs[run.id] = run
+                state.latest[key] = run
+                state.lastUsed[run.id] = Date()
                 state.jobs[job.id] = job
-                state.members[run.id, default: []].insert(job.id)
-                return (job, nil)
+                state.members[run.id] = [job.id]
+                return (job, admission)
             }
-            guard hasRoom else { return (nil, nil) }
-            let run = ExportRun(request: request)
-            let admission = state.scheduler.submit(run.id)
-            guard admission != .rejected else { return (nil, .rejected) }
-            state.lastUsed[run.id] = Date()
-            let job = ExportJob(run: run)
-            state.runs[run.id] = run
-            state.latest[key] = run
-            state.jobs[job.id] = job
-            state.members[run.id] = [job.id]
-            return (job, admission)
         }
-        guard let job else { throw admission == nil ? .cacheFull : .queueFull }
+        guard let job = joined else { throw admission == nil ? .cacheFull : .queueFull }
         // Journaled before the client hears of it, so the id survives a crash.
         let journal = self.journal
         try? await self.threadPool.runIfActive { journal.insert(job) }
         if admission == .start { self.dispatch(job.run) }
+        return job
+    }
+
+    /// A new export of the run that answers `key`, if one may be joined.
+    private func join(_ key: String, state: inout State) -> ExportJob? {
+        guard !state.shuttingDown, let run = state.latest[key], self.isJoinable(run, state: state) else { return nil }
+        state.lastUsed[run.id] = Date()
+        let job = ExportJob(run: run)
+        state.jobs[job.id] = job
+        state.members[run.id, default: []].insert(job.id)
         return job
     }
 
