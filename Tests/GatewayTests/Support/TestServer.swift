@@ -61,8 +61,10 @@ final class TestServer: Sendable {
         configuration.exports.exportTTLSeconds = exportTTLSeconds
         configuration.exports.cacheMaxBytes = cacheMaxBytes
         if let cacheDirectory { configuration.cache.directory = cacheDirectory }
+        // Quiet by default: stopping a server with open connections logs errors
+        // that are expected here. TEST_LOG_LEVEL=debug shows everything.
         var logger = Logger(label: "test-gateway")
-        logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
 
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = try await buildApplication(configuration, logger: logger) { channel in
