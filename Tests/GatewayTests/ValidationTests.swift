@@ -77,4 +77,17 @@ struct ValidationTests {
         }
         #expect(try await curl(server.url("/exports/\(UUID().uuidString)"), method: "DELETE").status == 404)
     }
+
+    @Test func otherMethodsOnKnownPathsAre405WithAllow() async throws {
+        let server = try await Shared.server.get()
+        let id = UUID().uuidString.lowercased()
+        for (method, path, allow) in [
+            ("PUT", "/exports/csv", "GET, POST"), ("DELETE", "/exports/csv", "GET, POST"), ("POST", "/health", "GET"),
+            ("POST", "/exports/\(id)/download", "GET, HEAD"), ("PATCH", "/exports/\(id)/status", "GET, HEAD"), ("GET", "/exports/\(id)", "DELETE"),
+        ] {
+            let result = try await curl(server.url(path), method: method)
+            #expect(result.status == 405, "\(method) \(path)")
+            #expect(result.headers["allow"] == allow, "\(method) \(path)")
+        }
+    }
 }

@@ -38,8 +38,10 @@ struct APIError: HTTPResponseError, Sendable {
         APIError(code: .notFound, status: .notFound, message: message)
     }
 
-    static func methodNotAllowed() -> APIError {
-        APIError(code: .methodNotAllowed, status: .methodNotAllowed, message: "that method is not allowed on this path")
+    static func methodNotAllowed(allow: [String]) -> APIError {
+        var e = APIError(code: .methodNotAllowed, status: .methodNotAllowed, message: "that method is not allowed here; allowed: \(allow.joined(separator: ", "))")
+        e.headers[.allow] = allow.joined(separator: ", ")
+        return e
     }
 
     static func queueFull(retryAfterSeconds: Int) -> APIError {

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -13,14 +14,28 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as APIError {
             throw error
         } catch let error as any HTTPResponseError {
-            switch error.status {
-            case .notFound: throw APIError.notFound("no such resource: \(request.method) \(request.uri.path)")
-            case .methodNotAllowed: throw APIError.methodNotAllowed()
-            default: throw error
-            }
+            guard error.status == .notFound || error.status == .methodNotAllowed else { throw error }
+            // A known path asked with another method is a 405 that says which ones work.
+            if let allowed = Self.allowedMethods(request.uri.path) { throw APIError.methodNotAllowed(allow: allowed) }
+            throw APIError.notFound("no such resource: \(request.method) \(request.uri.path)")
         } catch {
             context.logger.error("unexpected error", metadata: ["error": "\(error)"])
             throw APIError.internalError()
+        }
+    }
+
+    /// The methods of the API's paths (the routes of `ExportController` and
+    /// `HealthController`); nil for a path that is none of them.
+    static func allowedMethods(_ path: String) -> [String]? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        switch Array(parts) {
+        case ["exports", "csv"]: return ["GET", "POST"]
+        case ["health"]: return ["GET"]
+        case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil && (p[2] == "status" || p[2] == "download"):
+            return ["GET", "HEAD"]
+        case let p where p.count == 2 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil:
+            return ["DELETE"]
+        default: return nil
         }
     }
 }
