@@ -111,7 +111,14 @@ final class ExportManager: Service, Sendable {
         try await self.workers.shutdownGracefully()
     }
 
-    private func stopAll() {
+    /// True once shutdown has begun: downloads stop between chunks.
+    var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
+
+    /// Cancels what is queued or running and stops taking new work. Called
+    /// when graceful shutdown begins, by this service or, earlier, by a
+    /// download in progress (the server waits for its requests before this
+    /// service hears of the shutdown). Safe to call more than once.
+    func stopAll() {
         let active = self.state.withLock { state in
             state.shuttingDown = true
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
 /// Builds the response that downloads an export, as its CSV or, when the
 /// client prefers gzip, as its gzip form (made once by `GzipProducer`). Both
@@ -163,21 +164,21 @@ struct DownloadResponder: Sendable {
 
     /// Streams `ranges` of the file (all of it when nil), following it while it grows.
     private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, chunkSize: Int, length: Int? = nil, opened: OpenedFile? = nil) -> ResponseBody {
-        let threadPool = self.threadPool
+        let (threadPool, manager) = (self.threadPool, self.manager)
         return ResponseBody(contentLength: length) { writer in
             for range in ranges ?? [0...(Int.max - 1)] {
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened)
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened, manager: manager)
             }
             try await writer.finish(nil)
         }
     }
 
     private func multipartBody(_ file: GrowingFile, _ multipart: MultipartByteRanges, opened: OpenedFile) -> ResponseBody {
-        let (threadPool, chunkSize) = (self.threadPool, self.finishedChunkSize)
+        let (threadPool, chunkSize, manager) = (self.threadPool, self.finishedChunkSize, self.manager)
         return ResponseBody(contentLength: multipart.length) { writer in
             for (range, header) in zip(multipart.ranges, multipart.partHeaders) {
                 try await writer.write(ByteBuffer(string: header))
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened)
+                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened, manager: manager)
             }
             try await writer.write(ByteBuffer(string: multipart.closing))
             try await writer.finish(nil)
@@ -186,11 +187,22 @@ struct DownloadResponder: Sendable {
 
     /// Each write returns when the connection has taken the bytes: that is the
     /// backpressure that keeps a slow client from costing memory.
-    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int, opened: OpenedFile?) async throws {
+    ///
+    /// On graceful shutdown a download stops between chunks, without the
+    /// final chunk, so the client sees an aborted transfer it can resume
+    /// after the restart; and it tells the manager to stop the exports at
+    /// once, which wakes live readers. Otherwise the server would wait for
+    /// every download, and so for every running export, before stopping.
+    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int, opened: OpenedFile?, manager: ExportManager) async throws {
         let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
         let reader = GrowingFileReader(file: file, from: range.lowerBound, to: end, chunkSize: chunkSize, threadPool: threadPool, opened: opened)
-        while let chunk = try await reader.next() {
-            try await writer.write(chunk)
+        try await withGracefulShutdownHandler {
+            while let chunk = try await reader.next() {
+                if manager.isShuttingDown { throw CancellationError() }
+                try await writer.write(chunk)
+            }
+        } onGracefulShutdown: {
+            manager.stopAll()
         }
     }
 }
