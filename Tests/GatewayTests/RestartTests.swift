@@ -99,4 +99,29 @@ struct RestartTests {
         #expect(try await curl(base + "/exports/\(deleted)/status").status == 404)
         #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").isEmpty, "no file without an export")
     }
+
+    @Test(.timeLimit(.minutes(2)))
+    func sigtermDoesNotWaitForRunningExportsAndTheyRunAgainAfterwards() async throws {
+        let seeded = try await TestServer.start()
+        await seeded.stop()
+        let cache = try temporaryDirectory("restart-cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        // The export cannot finish while the lock is held: only a shutdown
+        // that stops it can end this process.
+        let lock = try await TableLock.lockUsers(seeded)
+        let id = try #require(try await curl(base + "/exports/csv?columns=id,notes", method: "POST").json["exportId"] as? String)
+        let reader = try startCurl(base + "/exports/\(id)/download")
+        try await eventually("response head") { reader.hasHeaders }
+        gateway.terminate()
+        let stopped = await gateway.wait()
+        #expect(stopped.status == 0, "a clean exit on SIGTERM")
+        #expect(await reader.wait().exitCode != 0, "the live download ends as an aborted transfer")
+        try await lock.release()
+
+        (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        defer { gateway.terminate() }
+        try await eventually("the export runs again and completes") { try await curl(base + "/exports/\(id)/status").json["status"] as? String == "completed" }
+        #expect(try await curl(base + "/exports/\(id)/download").body == (try await seeded.psqlCopy("SELECT id, notes FROM users ORDER BY id")))
+    }
 }

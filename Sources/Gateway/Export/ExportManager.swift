@@ -91,6 +91,9 @@ final class ExportManager: Service, Sendable {
                 // Returns on graceful shutdown, throws when cancelled: both end it.
                 try? await gracefulShutdown()
                 self.stopAll()
+                // Only now may `run` end: ending before the service group asks
+                // counts as a failure, even when a download stopped the exports earlier.
+                self.gzipRequestSink.finish()
             }
             group.addTask {
                 // The janitor: ends with the group's cancellation at shutdown.
@@ -126,7 +129,6 @@ final class ExportManager: Service, Sendable {
         // Nothing is journaled here: what was queued or running is queued
         // again when the gateway starts next.
         for run in active { self.cancel(run) }
-        self.gzipRequestSink.finish()
     }
 
     /// Admits a new export. It joins the run of an identical request that is
@@ -325,7 +327,9 @@ final class ExportManager: Service, Sendable {
     func gzipFile(for job: ExportJob) -> GrowingFile {
         let run = job.run
         let shared = run.gzipFile { target in
-            if case .terminated = self.gzipRequestSink.yield((run, target)) {
+            if self.isShuttingDown {
+                target.fail(.failed("the server is shutting down"))
+            } else if case .terminated = self.gzipRequestSink.yield((run, target)) {
                 target.fail(.failed("the server is shutting down"))
             }
         }
