@@ -63,7 +63,6 @@ struct Configuration: Sendable {
         var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
     }
 
-    static let keys = ["DATABASE_URL", "HOST", "PORT", "CACHE_DIR", "SEED_ROWS", "SEED", "MAX_CONCURRENT_EXPORTS", "MAX_QUEUED_EXPORTS", "EXPORT_TTL", "CACHE_MAX_BYTES", "CACHE_TTL", "GZIP_LEVEL", "RANGE_WAIT_SECONDS", "LOG_LEVEL"]
 
     init() {}
 
