@@ -17,6 +17,8 @@ import Foundation
 ///   Past it, least recently used files that no export needs are evicted; when none
 ///   can be, new exports get 507 and a running one fails cleanly.
 /// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
+/// - `FAST_START`: when PostgreSQL's plan for an export sorts its rows, read a small
+///   head of the ids first so the first bytes come at once (`ExportQuery.segments`). Default `true`.
 /// - `GZIP_LEVEL`: zlib level (1 fastest … 9 smallest) of the one gzip form made per export. Default `6`.
 /// - `RANGE_WAIT_SECONDS`: how long a Range request on a running export waits for its bytes
 ///   (or for the end) before it is answered with the whole live file. Default `15`.
@@ -46,6 +48,7 @@ struct Configuration: Sendable {
         var cacheTTLSeconds = 600
         var exportTTLSeconds = 86_400
         var cacheMaxBytes = 0
+        var fastStart = true
         var rangeWaitSeconds = 15
     }
 
@@ -80,13 +83,8 @@ struct Configuration: Sendable {
         if let port = try int("PORT", 0...65535) { self.http.port = port }
         if let dir = environment["CACHE_DIR"], !dir.isEmpty { self.cache.directory = dir }
         if let rows = try int("SEED_ROWS", 0...2_000_000_000) { self.database.seedRows = rows }
-        if let seed = environment["SEED"], !seed.isEmpty {
-            switch seed.lowercased() {
-            case "true", "1", "yes": self.database.seed = true
-            case "false", "0", "no": self.database.seed = false
-            default: throw Invalid(key: "SEED", value: seed, expected: "true or false")
-            }
-        }
+        if let seed = try Self.boolean("SEED", environment) { self.database.seed = seed }
+        if let fastStart = try Self.boolean("FAST_START", environment) { self.exports.fastStart = fastStart }
         if let n = try int("MAX_CONCURRENT_EXPORTS", 1...256) { self.exports.maxConcurrent = n }
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }
@@ -105,6 +103,15 @@ struct Configuration: Sendable {
                 throw Invalid(key: "LOG_LEVEL", value: level, expected: levels.joined(separator: ", "))
             }
             self.logLevel = level.lowercased()
+        }
+    }
+
+    private static func boolean(_ key: String, _ environment: [String: String]) throws(Invalid) -> Bool? {
+        guard let text = environment[key], !text.isEmpty else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw Invalid(key: key, value: text, expected: "true or false")
         }
     }
 

@@ -47,6 +47,18 @@ import Testing
         #expect(completed.headers["content-length"] == String(expected.count))
     }
 
+    /// Both ways of reading an export give PostgreSQL's bytes: a head and the
+    /// rest (FAST_START, when the plan sorts) and one COPY.
+    @Test(arguments: [true, false])
+    func fastStartOnOrOffGivesTheSameBytes(_ fastStart: Bool) async throws {
+        let server = try await TestServer.start(rows: 5000, fastStart: fastStart)
+        defer { Task { await server.stop() } }
+        for c in Self.cases.prefix(3) {
+            let expected = try await server.psqlCopy(c.select, delimiter: c.delimiter, quote: c.quote, header: c.header, extraOptions: c.extra)
+            #expect(try await curl(server.url("/exports/csv?\(c.query)")).body == expected, "\(c.query)")
+        }
+    }
+
     /// excel=true: BOM, CRLF record ends, formula guarding; the expected bytes
     /// are psql's output with a guard written another way (a prefix test
     /// rather than the gateway's regular expression), then a BOM and CRLF

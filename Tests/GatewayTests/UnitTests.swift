@@ -66,6 +66,22 @@ struct ExportRequestTests {
         #expect(again.cacheKey == request.cacheKey)
     }
 
+    @Test func segmentsAreASmallHeadAndTheRest() throws {
+        for (minID, maxID) in [(Int64(1), Int64(10_000_000)), (1, 3000), (-50, 50), (Int64.max - 5000, Int64.max)] {
+            let segments = ExportQuery.segments(minID: minID, maxID: maxID).map { $0! }
+            #expect(segments.count == 2)
+            #expect(segments[0].lowerBound == minID && segments[1].upperBound == maxID)
+            #expect(segments[1].lowerBound == segments[0].upperBound + 1)
+            #expect(segments[0].count <= segments[1].count / 100 + 1)
+        }
+        #expect(ExportQuery.segments(minID: 5, maxID: 5) == [nil])
+        #expect(ExportQuery.segments(minID: nil, maxID: nil) == [nil])
+        #expect(ExportQuery.segments(minID: Int64.min, maxID: Int64.max) == [nil], "a span too wide to count is read whole")
+        #expect(ExportQuery.planStreams("Index Scan using users_pkey on users  (cost=0.43..1.0 rows=10 width=94)"))
+        #expect(!ExportQuery.planStreams("Gather Merge  (cost=272938.65..371399.35 rows=843890 width=94)"))
+        #expect(!ExportQuery.planStreams("Sort  (cost=1.0..2.0 rows=5 width=94)"))
+    }
+
     @Test func planRowsAreReadFromExplain() {
         #expect(ExportQuery.estimatedRows(fromPlanLine: "Sort  (cost=1.0..2.0 rows=12345 width=100)") == 12345)
         #expect(ExportQuery.estimatedRows(fromPlanLine: "nonsense") == nil)

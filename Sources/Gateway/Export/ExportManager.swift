@@ -72,7 +72,7 @@ final class ExportManager: Service, Sendable {
         self.store = store
         self.journal = journal
         self.logger = logger
-        self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, journal: journal, logger: logger)
+        self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, journal: journal, logger: logger, fastStart: configuration.exports.fastStart)
         self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
         self.cacheTTL = .seconds(configuration.exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(configuration.exports.exportTTLSeconds)

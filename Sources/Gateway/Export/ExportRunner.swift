@@ -17,6 +17,8 @@ struct ExportRunner: Sendable {
     let store: ContentStore
     let journal: ExportJournal
     let logger: Logger
+    /// FAST_START: a sorting plan is read as a small head, then the rest.
+    var fastStart = true
     /// How much to gather before writing; also the most a reader can lag
     /// behind what PostgreSQL has sent while rows are flowing.
     static let stagingSize = 256 * 1024
@@ -43,10 +45,10 @@ struct ExportRunner: Sendable {
             guard run.attach(db.makeCanceller()) else { return .cancelled }
             let query = ExportQuery(request: run.request)
             let plan = try db.execute(try query.explain(literal: db.literal))
-            if let line = plan.first?.first ?? nil, let estimate = ExportQuery.estimatedRows(fromPlanLine: line) {
+            let topLine = (plan.first?.first ?? nil) ?? ""
+            if let estimate = ExportQuery.estimatedRows(fromPlanLine: topLine) {
                 run.setEstimate(rows: estimate)
             }
-            let sql = try query.copy(literal: db.literal)
             let fileWriter = try self.store.createWriter(suffix: ".csv")
             writer = fileWriter
             run.csv.begin(path: fileWriter.partialPath)
@@ -74,17 +76,30 @@ struct ExportRunner: Sendable {
                     try fileWriter.write(bytes)
                 }
             }
-            try db.copyOut(sql, onRow: { row in
-                // One CopyData message is one CSV record (or the header), ending in LF.
-                messages += 1
-                if options.crlf, row.last == UInt8(ascii: "\n") {
-                    try append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
-                    try Self.crlf.withUnsafeBytes { try append($0) }
-                } else {
-                    try append(row)
-                }
-            }, onIdle: flush)
-            try flush()
+            // One snapshot for every segment: together they are one consistent export.
+            try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            var segments: [ClosedRange<Int64>?] = [nil]
+            if self.fastStart, !ExportQuery.planStreams(topLine) {
+                let bounds = try db.execute("SELECT min(id), max(id) FROM users")
+                segments = ExportQuery.segments(minID: bounds.first?[0].flatMap { Int64($0) }, maxID: bounds.first?[1].flatMap { Int64($0) })
+            }
+            for (index, ids) in segments.enumerated() {
+                // A cancel between two statements finds no query to stop: look before each.
+                if run.status == .cancelled { throw CacheError.cancelled() }
+                let sql = try query.copy(literal: db.literal, header: options.header && index == 0, ids: ids)
+                try db.copyOut(sql, onRow: { row in
+                    // One CopyData message is one CSV record (or the header), ending in LF.
+                    messages += 1
+                    if options.crlf, row.last == UInt8(ascii: "\n") {
+                        try append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
+                        try Self.crlf.withUnsafeBytes { try append($0) }
+                    } else {
+                        try append(row)
+                    }
+                }, onIdle: flush)
+                try flush()
+            }
+            try db.execute("COMMIT")
             let rows = max(0, messages - headerMessages)
             let published = try fileWriter.publish()
             writer = nil

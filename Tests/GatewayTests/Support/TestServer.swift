@@ -31,7 +31,8 @@ final class TestServer: Sendable {
         cacheTTLSeconds: Int = 600,
         exportTTLSeconds: Int = 86_400,
         cacheMaxBytes: Int = 0,
-        cacheDirectory: String? = nil
+        cacheDirectory: String? = nil,
+        fastStart: Bool = true
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
         let url: String
@@ -61,6 +62,7 @@ final class TestServer: Sendable {
         configuration.exports.exportTTLSeconds = exportTTLSeconds
         configuration.exports.cacheMaxBytes = cacheMaxBytes
         if let cacheDirectory { configuration.cache.directory = cacheDirectory }
+        configuration.exports.fastStart = fastStart
         // Quiet by default: stopping a server with open connections logs errors
         // that are expected here. TEST_LOG_LEVEL=debug shows everything.
         var logger = Logger(label: "test-gateway")
