@@ -46,8 +46,9 @@ final class ExportManager: Service, Sendable {
         var references: [String: Int] = [:]
         /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
         var lastUsed: [UUID: Date] = [:]
-        /// Exports past EXPORT_TTL: answered 410 rather than 404.
-        var expired: Set<UUID> = []
+        /// Exports past EXPORT_TTL, and when they expired: answered 410
+        /// rather than 404 for another EXPORT_TTL, then forgotten (as the journal does).
+        var expired: [UUID: Date] = [:]
         var shuttingDown = false
     }
 
@@ -200,7 +201,7 @@ final class ExportManager: Service, Sendable {
     /// removed on the spot and answered as such; a found one counts as a use
     /// of its run for eviction.
     func lookup(_ id: UUID) async -> Lookup {
-        let (job, expired) = self.state.withLock { ($0.jobs[id], $0.expired.contains(id)) }
+        let (job, expired) = self.state.withLock { ($0.jobs[id], $0.expired[id] != nil) }
         if expired { return .expired }
         guard let job else { return .notFound }
         if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
@@ -224,6 +225,7 @@ final class ExportManager: Service, Sendable {
         let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
         if !old.isEmpty { await self.expire(old) }
         let orphans = self.state.withLock { state -> [String] in
+            state.expired = state.expired.filter { now.timeIntervalSince($0.value) < self.exportTTL }
             let stale = state.runs.values.filter { run in
                 (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
             }
@@ -242,7 +244,7 @@ final class ExportManager: Service, Sendable {
             if job.run.status == .queued || job.run.status == .running { _ = self.forget(job.id) }
             let orphans = self.state.withLock { state -> [String] in
                 guard state.jobs.removeValue(forKey: job.id) != nil else { return [] }
-                state.expired.insert(job.id)
+                state.expired[job.id] = Date()
                 state.members[job.run.id]?.remove(job.id)
                 guard state.members[job.run.id]?.isEmpty ?? true else { return [] }
                 return state.forget(job.run)
@@ -388,7 +390,7 @@ final class ExportManager: Service, Sendable {
             let now = Date()
             let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
             self.state.withLock { state in
-                for row in rows where isExpired(row) { state.expired.insert(row.id) }
+                for row in rows where isExpired(row) { state.expired[row.id] = row.expiredAt ?? now }
             }
             self.journal.markExpired(rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id))
             let rows = rows.filter { !isExpired($0) }
