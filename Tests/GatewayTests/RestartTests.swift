@@ -11,6 +11,14 @@ struct RestartTests {
         return root.appendingPathComponent(".build/debug/gateway").path
     }
 
+    /// A database seeded by an in-process gateway (stopped again, so the
+    /// binary has it to itself), and an empty cache folder for the binary.
+    static func seededDatabase(rows: Int) async throws -> (TestServer, String) {
+        let seeded = try await TestServer.start(rows: rows)
+        await seeded.stop()
+        return (seeded, try temporaryDirectory("restart-cache"))
+    }
+
     /// Starts the binary on a free port and waits until it serves.
     static func launch(databaseURL: String, cacheDirectory: String) async throws -> (RunningProcess, String) {
         let process = try RunningProcess(Self.binary, [], environment: [
@@ -31,9 +39,7 @@ struct RestartTests {
     @Test(.timeLimit(.minutes(3)))
     func killDashNineMidExportThenRestartFinishesEveryExportUnderItsId() async throws {
         // A database seeded by an in-process gateway, then used by the binary.
-        let seeded = try await TestServer.start(rows: 400_000)
-        await seeded.stop()
-        let cache = try temporaryDirectory("restart-cache")
+        let (seeded, cache) = try await Self.seededDatabase(rows: 400_000)
         defer { try? FileManager.default.removeItem(atPath: cache) }
 
         var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
@@ -78,9 +84,7 @@ struct RestartTests {
 
     @Test(.timeLimit(.minutes(2)))
     func cancelledAndDeletedExportsStayThatWayAfterARestart() async throws {
-        let seeded = try await TestServer.start()
-        await seeded.stop()
-        let cache = try temporaryDirectory("restart-cache")
+        let (seeded, cache) = try await Self.seededDatabase(rows: 3000)
         defer { try? FileManager.default.removeItem(atPath: cache) }
         var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
         let lock = try await TableLock.lockUsers(seeded)
@@ -102,9 +106,7 @@ struct RestartTests {
 
     @Test(.timeLimit(.minutes(2)))
     func sigtermDoesNotWaitForRunningExportsAndTheyRunAgainAfterwards() async throws {
-        let seeded = try await TestServer.start()
-        await seeded.stop()
-        let cache = try temporaryDirectory("restart-cache")
+        let (seeded, cache) = try await Self.seededDatabase(rows: 3000)
         defer { try? FileManager.default.removeItem(atPath: cache) }
         var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
         // The export cannot finish while the lock is held: only a shutdown
