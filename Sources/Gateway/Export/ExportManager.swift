@@ -241,13 +241,11 @@ final class ExportManager: Service, Sendable {
     /// remembers their ids for 410, and journals it.
     private func expire(_ jobs: [ExportJob]) async {
         for job in jobs {
-            if job.run.status == .queued || job.run.status == .running { _ = self.forget(job.id) }
+            if job.run.status == .queued || job.run.status == .running { _ = self.cancelOrDelete(job.id) }
             let orphans = self.state.withLock { state -> [String] in
-                guard state.jobs.removeValue(forKey: job.id) != nil else { return [] }
+                guard state.jobs[job.id] != nil else { return [] }
                 state.expired[job.id] = Date()
-                state.members[job.run.id]?.remove(job.id)
-                guard state.members[job.run.id]?.isEmpty ?? true else { return [] }
-                return state.forget(job.run)
+                return state.leave(job)
             }
             for orphan in orphans { self.store.removeObject(atPath: orphan) }
         }
@@ -285,7 +283,7 @@ final class ExportManager: Service, Sendable {
     /// goes on while another export needs it), or deletes an ended one, and
     /// its run's files once no export and no fresh cache entry needs them.
     func delete(_ id: UUID) async -> DeleteOutcome {
-        let outcome = self.forget(id)
+        let outcome = self.cancelOrDelete(id)
         let journal = self.journal
         switch outcome {
         case .cancelled(let job): try? await self.threadPool.runIfActive { journal.markCancelled(job) }
@@ -295,7 +293,7 @@ final class ExportManager: Service, Sendable {
         return outcome
     }
 
-    private func forget(_ id: UUID) -> DeleteOutcome {
+    private func cancelOrDelete(_ id: UUID) -> DeleteOutcome {
         guard let job = self.job(id) else { return .notFound }
         if job.isCancelled { return .cancelled(job) }
         let run = job.run
@@ -312,13 +310,9 @@ final class ExportManager: Service, Sendable {
             return .cancelled(job)
         case .completed, .failed, .cancelled:
             let orphans = self.state.withLock { state -> [String] in
-                state.jobs[id] = nil
-                state.members[run.id]?.remove(job.id)
-                guard state.members[run.id]?.isEmpty ?? true else { return [] }
                 // No export left: the run and its files go, unless it is the fresh entry for its request.
-                state.members[run.id] = nil
-                if state.latest[run.request.cacheKey] === run, self.isJoinable(run, state: state) { return [] }
-                return state.forget(run)
+                let fresh = state.latest[run.request.cacheKey] === run && self.isJoinable(run, state: state)
+                return state.leave(job, keepingRun: fresh)
             }
             for orphan in orphans { self.store.removeObject(atPath: orphan) }
             return .deleted
@@ -342,18 +336,11 @@ final class ExportManager: Service, Sendable {
     }
 
     private func cancel(_ run: ExportRun) {
-        switch run.cancel() {
-        case .removeFromQueue:
-            self.state.withLock { state in
-                _ = state.scheduler.removeQueued(run.id)
-                if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
-            }
-        case .stopWorker:
-            self.state.withLock { state in
-                if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
-            }
-        case .alreadyEnded:
-            break
+        let action = run.cancel()
+        if case .alreadyEnded = action { return }
+        self.state.withLock { state in
+            if action == .removeFromQueue { _ = state.scheduler.removeQueued(run.id) }
+            state.unlist(run)
         }
     }
 
@@ -457,7 +444,7 @@ final class ExportManager: Service, Sendable {
                     // Cancelled while publishing: keep the file only if another run has it.
                     orphan = state.references[file.path] == nil ? file.path : nil
                 case .failed, .cancelled:
-                    if state.latest[run.request.cacheKey] === run { state.latest[run.request.cacheKey] = nil }
+                    state.unlist(run)
                 }
                 let next = state.scheduler.finished(run.id).flatMap { state.runs[$0] }
                 return (orphan, next)
@@ -469,6 +456,23 @@ final class ExportManager: Service, Sendable {
 }
 
 extension ExportManager.State {
+    /// The run is no longer the one to join for its request.
+    fileprivate mutating func unlist(_ run: ExportRun) {
+        if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
+    }
+
+    /// Takes an ended or expiring export off its run; when it was the run's
+    /// last, the run is forgotten (unless `keepingRun`, as the fresh answer
+    /// to its request). Returns the files no run holds any more.
+    fileprivate mutating func leave(_ job: ExportJob, keepingRun: Bool = false) -> [String] {
+        let run = job.run
+        self.jobs[job.id] = nil
+        self.members[run.id]?.remove(job.id)
+        guard self.members[run.id]?.isEmpty ?? true else { return [] }
+        self.members[run.id] = nil
+        return keepingRun ? [] : self.forget(run)
+    }
+
     /// Bytes on disk: every published file once, plus what running exports
     /// and gzip producers have written so far.
     fileprivate func diskBytes() -> Int {
@@ -487,7 +491,7 @@ extension ExportManager.State {
         self.runs[run.id] = nil
         self.members[run.id] = nil
         self.lastUsed[run.id] = nil
-        if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
+        self.unlist(run)
         return [run.publishedFile, run.publishedGzip].compactMap { file in
             guard let path = file?.path, let count = self.references[path] else { return nil }
             if count > 1 {
