@@ -115,6 +115,13 @@ final class ExportManager: Service, Sendable {
         try await self.workers.shutdownGracefully()
     }
 
+    /// A journal write from an async caller: it blocks, so it runs on the
+    /// thread pool. (The journal logs its own failures.)
+    private func journaling(_ write: @escaping @Sendable (ExportJournal) -> Void) async {
+        let journal = self.journal
+        try? await self.threadPool.runIfActive { write(journal) }
+    }
+
     /// True once shutdown has begun: downloads stop between chunks.
     var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
 
@@ -163,8 +170,7 @@ final class ExportManager: Service, Sendable {
         }
         guard let job = joined else { throw admission == nil ? .cacheFull : .queueFull }
         // Journaled before the client hears of it, so the id survives a crash.
-        let journal = self.journal
-        try? await self.threadPool.runIfActive { journal.insert(job) }
+        await self.journaling { $0.insert(job) }
         if admission == .start { self.dispatch(job.run) }
         return job
     }
@@ -233,8 +239,8 @@ final class ExportManager: Service, Sendable {
         }
         for orphan in orphans { self.store.removeObject(atPath: orphan) }
         _ = self.makeRoom(for: 0, writing: nil)
-        let (journal, keep) = (self.journal, Int(self.exportTTL))
-        try? await self.threadPool.runIfActive { journal.forgetExpired(after: keep) }
+        let keep = Int(self.exportTTL)
+        await self.journaling { $0.forgetExpired(after: keep) }
     }
 
     /// Removes exports past EXPORT_TTL (cancelling them if they still run),
@@ -249,9 +255,8 @@ final class ExportManager: Service, Sendable {
             }
             for orphan in orphans { self.store.removeObject(atPath: orphan) }
         }
-        let journal = self.journal
         let ids = jobs.map(\.id)
-        try? await self.threadPool.runIfActive { journal.markExpired(ids) }
+        await self.journaling { $0.markExpired(ids) }
         self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
     }
 
@@ -284,10 +289,9 @@ final class ExportManager: Service, Sendable {
     /// its run's files once no export and no fresh cache entry needs them.
     func delete(_ id: UUID) async -> DeleteOutcome {
         let outcome = self.cancelOrDelete(id)
-        let journal = self.journal
         switch outcome {
-        case .cancelled(let job): try? await self.threadPool.runIfActive { journal.markCancelled(job) }
-        case .deleted: try? await self.threadPool.runIfActive { journal.delete(id) }
+        case .cancelled(let job): await self.journaling { $0.markCancelled(job) }
+        case .deleted: await self.journaling { $0.delete(id) }
         case .notFound: break
         }
         return outcome
@@ -356,8 +360,7 @@ final class ExportManager: Service, Sendable {
         if let orphan {
             self.store.removeObject(atPath: orphan)
         } else {
-            let journal = self.journal
-            try? await self.threadPool.runIfActive { journal.recordGzip(published, of: run) }
+            await self.journaling { $0.recordGzip(published, of: run) }
         }
     }
 
