@@ -100,39 +100,39 @@ final class ExportJournal: Sendable {
     func insert(_ job: ExportJob) {
         self.write("insert") { db in
             let run = job.run.snapshot()
-            let life = run.lifecycle
             try db.execute(
                 """
-                INSERT INTO gateway.exports (id, run_id, query, created_at, status, started_at, completed_at, rows_written, size_bytes, sha256, gzip_size_bytes, gzip_sha256, error)
+                INSERT INTO gateway.exports (id, run_id, query, created_at, status, started_at, completed_at, rows_written, size_bytes, sha256, error, gzip_size_bytes, gzip_sha256)
                 VALUES ($1, $2, $3, to_timestamp($4), $5, to_timestamp($6), to_timestamp($7), $8, $9, $10, $11, $12, $13)
                 ON CONFLICT (id) DO NOTHING
                 """,
-                parameters: [
-                    job.id.uuidString, job.run.id.uuidString, job.request.canonicalQuery, Self.epoch(job.createdAt),
-                    life.status.rawValue, life.startedAt.map(Self.epoch), life.completedAt.map(Self.epoch),
-                    life.status == .completed ? String(run.rowsWritten) : nil, life.file.map { String($0.size) }, life.file?.sha256,
-                    run.gzip.map { String($0.size) }, run.gzip?.sha256, life.errorMessage,
-                ])
+                parameters: [job.id.uuidString, job.run.id.uuidString, job.request.canonicalQuery, Self.epoch(job.createdAt)]
+                    + Self.runState(run) + [run.gzip.map { String($0.size) }, run.gzip?.sha256])
         }
     }
 
     /// The run's state, on every export of it that a client has not cancelled.
     func update(_ run: ExportRun) {
         self.write("update") { db in
-            let snapshot = run.snapshot()
-            let life = snapshot.lifecycle
             try db.execute(
                 """
                 UPDATE gateway.exports SET status = $2, started_at = to_timestamp($3), completed_at = to_timestamp($4),
                     rows_written = $5, size_bytes = $6, sha256 = $7, error = $8
                 WHERE run_id = $1 AND cancelled_at IS NULL
                 """,
-                parameters: [
-                    run.id.uuidString, life.status.rawValue, life.startedAt.map(Self.epoch), life.completedAt.map(Self.epoch),
-                    life.status == .completed ? String(snapshot.rowsWritten) : nil, life.file.map { String($0.size) },
-                    life.file?.sha256, life.errorMessage,
-                ])
+                parameters: [run.id.uuidString] + Self.runState(run.snapshot()))
         }
+    }
+
+    /// The columns a run's state fills, in this order: status, started_at,
+    /// completed_at, rows_written, size_bytes, sha256, error.
+    private static func runState(_ run: ExportRun.Snapshot) -> [String?] {
+        let life = run.lifecycle
+        return [
+            life.status.rawValue, life.startedAt.map(Self.epoch), life.completedAt.map(Self.epoch),
+            life.status == .completed ? String(run.rowsWritten) : nil, life.file.map { String($0.size) }, life.file?.sha256,
+            life.errorMessage,
+        ]
     }
 
     func recordGzip(_ file: PublishedFile, of run: ExportRun) {

@@ -8,6 +8,9 @@ struct ExportController: Sendable {
     let manager: ExportManager
     let downloads: DownloadResponder
 
+    /// The header that names the export in responses that start or serve one.
+    static let exportIDHeader = HTTPField.Name("X-Export-Id")!
+
     func addRoutes(to router: Router<some RequestContext>) {
         router.post("/exports/csv") { request, _ in try await self.create(request) }
         router.get("/exports/csv") { request, _ in try await self.createAndStream(request) }
@@ -26,7 +29,7 @@ struct ExportController: Sendable {
         let status = job.snapshot()
         return try JSONBody.response(status: .accepted, status, headers: [
             .location: status.links.status,
-            HTTPField.Name("X-Export-Id")!: status.exportId.uuidString.lowercased(),
+            Self.exportIDHeader: status.exportId.uuidString.lowercased(),
         ])
     }
 
@@ -35,7 +38,7 @@ struct ExportController: Sendable {
         let job = try await self.submit(request)
         let id = job.id.uuidString.lowercased()
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
-            HTTPField.Name("X-Export-Id")!: id,
+            Self.exportIDHeader: id,
             .contentLocation: "/exports/\(id)/download",
         ])
     }
@@ -47,7 +50,7 @@ struct ExportController: Sendable {
     func download(_ request: Request, id: String?) async throws -> Response {
         let job = try await self.job(id)
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
-            HTTPField.Name("X-Export-Id")!: job.id.uuidString.lowercased(),
+            Self.exportIDHeader: job.id.uuidString.lowercased(),
         ])
     }
 
