@@ -22,10 +22,13 @@ final class ExportJob: Sendable {
     var request: ExportRequest { self.run.request }
 
     /// The CSV as this export's readers follow it.
-    var file: GrowingFile {
-        let view = self.run.csv.view(for: self.id)
+    var file: GrowingFile { self.view(of: self.run.csv) }
+
+    /// This export's view of one of its run's files (the CSV or the gzip form).
+    func view(of shared: SharedFile) -> GrowingFile {
+        let view = shared.view(for: self.id)
         // Cancelled between a status check and now: the new view ends too.
-        if self.isCancelled { self.run.csv.detach(self.id, with: .cancelled()) }
+        if self.isCancelled { shared.detach(self.id, with: .cancelled()) }
         return view
     }
 

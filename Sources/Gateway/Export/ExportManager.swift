@@ -333,10 +333,7 @@ final class ExportManager: Service, Sendable {
                 target.fail(.failed("the server is shutting down"))
             }
         }
-        let view = shared.view(for: job.id)
-        // Cancelled between the check and the view: end the view too.
-        if job.isCancelled { shared.detach(job.id, with: .cancelled()) }
-        return view
+        return job.view(of: shared)
     }
 
     private func cancel(_ run: ExportRun) {
