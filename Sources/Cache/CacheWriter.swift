@@ -6,12 +6,13 @@ import Darwin
 import Crypto
 import Foundation
 
-/// Writes one partial file and publishes it under its SHA-256.
+/// Writes one partial file, which is then published under its SHA-256.
 ///
-/// Owns the file descriptor: `publish()` or `discard()` closes it, and `deinit`
-/// discards a file that was neither published nor discarded. The hash is computed
+/// Owns the file descriptor: `seal()` or `discard()` closes it, and `deinit`
+/// discards a file that was neither sealed nor discarded. The hash is computed
 /// while writing, so publishing never re-reads the file. All calls block: use it
 /// from a worker thread, never from an event loop. Not thread-safe: one owner.
+/// A call out of order (a write after the seal) throws; nothing here traps.
 public final class CacheWriter {
     public let partialPath: String
     public private(set) var length = 0
@@ -35,7 +36,7 @@ public final class CacheWriter {
     /// Appends bytes; returns once the kernel has them (page cache), so a slow
     /// disk slows the caller rather than growing a buffer.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        precondition(self.fd >= 0, "write after publish or discard")
+        guard self.fd >= 0 else { throw CacheError.failed("write to \(self.partialPath) after it was sealed or discarded") }
         guard var base = bytes.baseAddress else { return }
         var remaining = bytes.count
         while remaining > 0 {
@@ -51,10 +52,11 @@ public final class CacheWriter {
         self.length += bytes.count
     }
 
-    /// Makes the file durable, then renames it to its content address and syncs
-    /// the directory, so the name appears only for a complete file.
-    public func publish() throws -> PublishedFile {
-        precondition(self.fd >= 0, "publish after publish or discard")
+    /// Makes the bytes durable (fsync) and closes the file; what is left is to
+    /// give it its name (`ContentStore.install`). On failure the partial file
+    /// is removed.
+    public func seal() throws -> SealedFile {
+        guard self.fd >= 0 else { throw CacheError.failed("seal of \(self.partialPath) after it was sealed or discarded") }
         if fsync(self.fd) != 0 {
             let err = errno
             self.discard()
@@ -63,20 +65,13 @@ public final class CacheWriter {
         close(self.fd)
         self.fd = -1
         let hex = self.hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        let path = self.store.objectPath(sha256: hex, suffix: self.suffix)
-        // Same bytes, same name: if the object exists already, rename replaces it
-        // with an identical file, and readers of the old inode are unaffected.
-        if rename(self.partialPath, path) != 0 {
-            let err = errno
-            unlink(self.partialPath)
-            throw CacheError.system("rename", path: path, errno: err)
-        }
-        let dir = open(self.store.objectsDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
-        }
-        return PublishedFile(path: path, size: self.length, sha256: hex)
+        return SealedFile(partialPath: self.partialPath, size: self.length, sha256: hex, path: self.store.objectPath(sha256: hex, suffix: self.suffix))
+    }
+
+    /// Seals and installs at once: for callers that need no ordering with
+    /// other changes to the objects folder (tests).
+    public func publish() throws -> PublishedFile {
+        try self.store.install(try self.seal())
     }
 
     /// Closes and removes the partial file.
@@ -87,4 +82,16 @@ public final class CacheWriter {
         }
         unlink(self.partialPath)
     }
+}
+
+/// A partial file whose bytes are durable and whose name is known, waiting
+/// to be renamed into `objects/`.
+public struct SealedFile: Sendable, Equatable {
+    public let partialPath: String
+    public let size: Int
+    public let sha256: String
+    /// Where it goes: `objects/<sha256><suffix>`.
+    public let path: String
+
+    public var published: PublishedFile { PublishedFile(path: self.path, size: self.size, sha256: self.sha256) }
 }

@@ -8,40 +8,38 @@ import NIOPosix
 
 /// Reads a byte range of a `GrowingFile`, following it while it grows.
 ///
-/// Each reader has its own descriptor and a fixed chunk size, so its memory is
-/// one chunk in flight whatever the size of the file or the pace of the client.
-/// Reads run on a `NIOThreadPool`, never on the caller's executor. The reader
-/// owns its descriptor: it is closed when the range is done, on an error, or in
-/// `deinit`.
+/// Each chunk is read into a buffer from its `ReadBufferSource` (for a
+/// download, the shared `ReadBufferPool`, which bounds the memory of all
+/// readers together), so a reader holds no memory of its own whatever the
+/// size of the file or the pace of the client. Opens and reads run on a
+/// `NIOThreadPool`, never on the caller's executor. The reader owns the
+/// descriptor it opens: it is closed (on the pool) when the range is done,
+/// on an error, or in `deinit`.
 public final class GrowingFileReader {
     private let file: GrowingFile
     private let threadPool: NIOThreadPool
     private let chunkSize: Int
+    private let buffers: any ReadBufferSource
     private var offset: Int
     private let end: Int?
     private var fd: Int32 = -1
     /// A descriptor opened by the caller beforehand; kept alive while reading, never closed here.
     private let opened: OpenedFile?
-    /// Two buffers used in turn. A chunk handed to the connection is held
-    /// there until the socket has taken it; the reader reuses a buffer only
-    /// once the connection has let go of it (see `next()`), so a response
-    /// never has more than two chunks in memory, and no read allocates (or
-    /// page-faults) a new one.
-    private let buffers: (ReadBuffer, ReadBuffer)
-    private var useSecond = false
 
     /// - Parameters:
     ///   - offset: the first byte to read.
     ///   - end: one past the last byte to read; nil reads until the file ends.
+    ///   - chunkSize: the most one read asks for.
+    ///   - buffers: where each chunk's buffer comes from.
     ///   - opened: the finished file, already open (see `OpenedFile`).
-    public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool = .singleton, opened: OpenedFile? = nil) {
+    public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool, buffers: any ReadBufferSource = FreshReadBuffers(), opened: OpenedFile? = nil) {
         self.file = file
         self.opened = opened
-        self.buffers = (ReadBuffer(capacity: chunkSize), ReadBuffer(capacity: chunkSize))
         self.offset = offset
         self.end = end
-        self.chunkSize = chunkSize
+        self.chunkSize = max(1, chunkSize)
         self.threadPool = threadPool
+        self.buffers = buffers
     }
 
     deinit { self.closeFile() }
@@ -67,49 +65,87 @@ public final class GrowingFileReader {
                 (path, available, complete) = (published.path, published.size, true)
             }
             let want = min(self.chunkSize, available - self.offset, (self.end ?? .max) - self.offset)
-            guard let fd = try self.descriptor(for: path) else {
+            let chunk = ChunkBox(try await self.buffers.buffer(preferred: want))
+            let count = min(want, max(1, chunk.capacity))
+            let offset = self.offset
+            let (opened, descriptor) = (self.opened, self.fd)
+            let read = try await self.threadPool.runIfActive { () -> ChunkRead in
+                let fd: Int32
+                if let opened {
+                    fd = opened.descriptor
+                } else if descriptor >= 0 {
+                    fd = descriptor
+                } else {
+                    fd = open(path, O_RDONLY | O_CLOEXEC)
+                    if fd < 0 {
+                        if errno == ENOENT { return .missing }
+                        throw CacheError.system("open", path: path, errno: errno)
+                    }
+                }
+                var buffer = chunk.take()
+                do {
+                    try Self.read(fd: fd, into: &buffer, at: offset, count: count, path: path)
+                } catch {
+                    if fd != descriptor, opened == nil { close(fd) }
+                    throw error
+                }
+                return .read(buffer, openedHere: fd != descriptor && opened == nil ? fd : nil)
+            }
+            switch read {
+            case .missing:
                 // A finished file does not move again: gone means deleted.
                 if complete { throw CacheError.system("open", path: path, errno: ENOENT) }
-                continue
+                // The partial file was renamed (published) or removed (failed)
+                // between the progress report and the open: wait, without
+                // spinning, until the file ends one way or the other.
+                _ = try await self.file.progress(beyond: .max)
+            case .read(let chunk, let openedHere):
+                // A partial file renamed on completion is the same inode, so
+                // a descriptor opened here stays good to the end.
+                if let openedHere { self.fd = openedHere }
+                guard chunk.readableBytes > 0 else {
+                    // The file is shorter than the producer said: never pass that off as the end.
+                    throw CacheError.failed("\(path) ended at \(offset), expected \(available) bytes")
+                }
+                self.offset += chunk.readableBytes
+                return chunk
             }
-            let offset = self.offset
-            let readBuffer = self.useSecond ? self.buffers.1 : self.buffers.0
-            self.useSecond.toggle()
-            // A write returns once the connection has queued a chunk, not sent
-            // it, so a fast reader could queue chunk after chunk ahead of the
-            // socket (seen: 258 chunks live at once with a dozen readers).
-            // Waiting here for the older chunk to be sent is the bound.
-            var pause = 1
-            while !readBuffer.isFree {
-                try await Task.sleep(for: .milliseconds(pause))
-                pause = min(pause * 2, 16)
-            }
-            let buffer = try await self.threadPool.runIfActive {
-                try readBuffer.read(fd: fd, at: offset, count: want, path: path)
-            }
-            guard buffer.readableBytes > 0 else {
-                // The file is shorter than the producer said: never pass that off as the end.
-                throw CacheError.failed("\(path) ended at \(offset), expected \(available) bytes")
-            }
-            self.offset += buffer.readableBytes
-            return buffer
         }
     }
 
-    /// Opens `path`, or keeps the descriptor already open: a partial file that is
-    /// renamed on completion is the same inode, so the open descriptor stays
-    /// good. Nil when the file moved between the progress report and the open
-    /// (renamed on completion, or removed on failure): ask for progress again.
-    private func descriptor(for path: String) throws -> Int32? {
-        if let opened { return opened.descriptor }
-        if self.fd >= 0 { return self.fd }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw CacheError.system("open", path: path, errno: errno)
+    /// Carries a chunk's buffer to the pool thread as its only reference,
+    /// so the read fills it in place instead of copying it. `@unchecked
+    /// Sendable`: one thread at a time touches it, before and during the hop.
+    private final class ChunkBox: @unchecked Sendable {
+        private var buffer: ByteBuffer
+        let capacity: Int
+
+        init(_ buffer: ByteBuffer) {
+            self.buffer = buffer
+            self.capacity = buffer.capacity
         }
-        self.fd = fd
-        return fd
+
+        /// The buffer, leaving an empty one behind.
+        func take() -> ByteBuffer {
+            defer { self.buffer = ByteBuffer() }
+            return self.buffer
+        }
+    }
+
+    private enum ChunkRead: Sendable {
+        case missing
+        case read(ByteBuffer, openedHere: Int32?)
+    }
+
+    /// Reads up to `count` bytes at `offset` into `buffer` (which has room for them).
+    private static func read(fd: Int32, into buffer: inout ByteBuffer, at offset: Int, count: Int, path: String) throws {
+        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            while true {
+                let n = pread(fd, raw.baseAddress, count, off_t(offset))
+                if n >= 0 { return n }
+                if errno != EINTR { throw CacheError.system("pread", path: path, errno: errno) }
+            }
+        }
     }
 
     private func finish() -> ByteBuffer? {
@@ -119,39 +155,8 @@ public final class GrowingFileReader {
 
     private func closeFile() {
         if self.fd >= 0 {
-            close(self.fd)
+            FileCloser(threadPool: self.threadPool).close(self.fd)
             self.fd = -1
         }
-    }
-}
-
-/// One reusable read buffer of a `GrowingFileReader`. `@unchecked Sendable`:
-/// it crosses to a pool thread for one `read` at a time, awaited by its one
-/// reader before the next, so no two threads touch it at once.
-private final class ReadBuffer: @unchecked Sendable {
-    /// Always a whole chunk, however little a read finds: blocks of one size
-    /// (large enough for `mmap`, see MemoryTuning) are returned to the system
-    /// when freed, where small ones of many sizes would fragment the heap.
-    private var buffer: ByteBuffer
-
-    init(capacity: Int) {
-        self.buffer = ByteBufferAllocator().buffer(capacity: capacity)
-    }
-
-    /// True when no one else (the connection) holds the last chunk read into it.
-    var isFree: Bool { self.buffer.modifyIfUniquelyOwned { _ in true } ?? false }
-
-    /// Reads `count` bytes at `offset` into the buffer (reusing its memory when
-    /// no one else holds it) and returns them.
-    func read(fd: Int32, at offset: Int, count: Int, path: String) throws -> ByteBuffer {
-        self.buffer.clear()
-        try self.buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-            while true {
-                let n = pread(fd, raw.baseAddress, count, off_t(offset))
-                if n >= 0 { return n }
-                if errno != EINTR { throw CacheError.system("pread", path: path, errno: errno) }
-            }
-        }
-        return self.buffer
     }
 }

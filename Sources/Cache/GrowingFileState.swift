@@ -5,6 +5,11 @@
 ///        │                   │
 ///        └───────fail────────┴──────────fail──────────▶ failed
 ///
+/// Every event is defined in every phase: an event that comes too late (a
+/// `begin` after a cancel already failed the file, an `append` after the
+/// end, a `complete` after a `fail`) changes nothing, because each of them
+/// can really happen when a cancel races the producer. Nothing here traps.
+///
 /// A reader asks for the bytes beyond an offset. It is answered at once when
 /// they exist or the file has ended, and otherwise waits until `append`,
 /// `complete` or `fail` wakes it. The class around it (`GrowingFile`) holds it
@@ -46,15 +51,18 @@ struct GrowingFileState<Waiter> {
         self.waiters.removeValue(forKey: id)?.waiter
     }
 
+    /// Pending → writing. Ignored in any other phase: the file already ended
+    /// (a cancel got there first) or began.
     mutating func begin(path: String) -> [Waiter] {
-        guard case .pending = self.phase else { preconditionFailure("begin twice or after the end") }
+        guard case .pending = self.phase else { return [] }
         self.phase = .writing(path: path, length: 0)
         return self.wakeAnswered()
     }
 
+    /// More bytes exist. Ignored unless writing, and a length that does not
+    /// grow changes nothing (a file only grows).
     mutating func append(length: Int) -> [Waiter] {
-        guard case .writing(let path, let old) = self.phase else { return [] }
-        precondition(length >= old, "a growing file only grows")
+        guard case .writing(let path, let old) = self.phase, length > old else { return [] }
         self.phase = .writing(path: path, length: length)
         return self.wakeAnswered()
     }

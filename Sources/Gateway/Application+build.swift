@@ -1,4 +1,5 @@
 import Cache
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -6,51 +7,96 @@ import NIOPosix
 
 /// Everything the gateway needs before it serves: the cache prepared (crash
 /// debris removed) and the `users` table seeded when empty. Blocking work,
-/// run on the thread pool.
-func prepareStorage(_ configuration: Configuration, logger: Logger) async throws -> ContentStore {
+/// run on the thread pools.
+func prepareStorage(_ configuration: Configuration, pools: BlockingPools, logger: Logger) async throws -> ContentStore {
     let store = ContentStore(root: configuration.cache.directory)
-    let removed = try await NIOThreadPool.singleton.runIfActive { try store.prepare() }
+    let removed = try await pools.files.runIfActive { try store.prepare() }
     if removed > 0 { logger.notice("removed partial files left by an earlier run", metadata: ["gateway.cache.removed": "\(removed)"]) }
     if configuration.database.seed {
-        let seeder = Seeder(databaseURL: configuration.database.url, rows: configuration.database.seedRows, logger: logger)
-        _ = try await NIOThreadPool.singleton.runIfActive { try seeder.seedIfEmpty() }
+        let seeder = Seeder(database: configuration.database.settings, rows: configuration.database.seedRows, logger: logger)
+        _ = try await pools.database.runIfActive { try seeder.seedIfEmpty() }
     }
     return store
 }
 
-func buildRouter(manager: ExportManager, configuration: Configuration) -> Router<BasicRequestContext> {
+/// CACHE_MAX_BYTES, or its default: half of what the cache could have at
+/// start, the free space of its filesystem plus the files already in it (so
+/// the bound stays put across restarts, and the disk keeps half its room).
+func cacheLimit(_ configuration: Configuration, store: ContentStore) -> Int {
+    if let bytes = configuration.cache.maxBytes { return bytes }
+    let inCache = store.objectNames().reduce(0) { total, name in
+        let size = (try? FileManager.default.attributesOfItem(atPath: store.objectsDirectory + "/" + name))?[.size] as? Int ?? 0
+        return total + size
+    }
+    guard let free = store.freeBytes() else { return 0 }
+    return max(1 << 20, (free / 2).addingReportingOverflow(inCache / 2).partialValue)
+}
+
+func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBufferPool, configuration: Configuration) -> Router<BasicRequestContext> {
     let router = Router()
     router.add(middleware: ErrorMiddleware())
-    let downloads = DownloadResponder(manager: manager, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))
+    let downloads = DownloadResponder(manager: manager, buffers: buffers, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))
     ExportController(manager: manager, downloads: downloads).addRoutes(to: router)
-    HealthController(databaseURL: configuration.database.url, store: manager.store).addRoutes(to: router)
+    HealthController(probe: health).addRoutes(to: router)
     return router
 }
 
-/// The application: the HTTP server and the export manager in one service
-/// group (the manager stops after the server, cancelling what still runs).
+/// The gateway: the HTTP server, the export manager and the thread pools in
+/// one service group (the manager stops after the server, the pools last),
+/// and the manager itself, which a shutdown must reach before the server
+/// waits for its connections (`GatewayMain`).
+struct Gateway<App: ApplicationProtocol> {
+    let application: App
+    let manager: ExportManager
+}
+
 func buildApplication(
     _ configuration: Configuration,
     logger: Logger,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-) async throws -> some ApplicationProtocol {
-    let store = try await prepareStorage(configuration, logger: logger)
-    let journal = ExportJournal(databaseURL: configuration.database.url, logger: logger)
-    let manager = ExportManager(configuration: configuration, store: store, journal: journal, logger: logger)
+) async throws -> Gateway<some ApplicationProtocol> {
+    let pools = BlockingPools(compressionThreads: configuration.exports.gzipWorkers)
+    let store: ContentStore
+    do {
+        store = try await prepareStorage(configuration, pools: pools, logger: logger)
+    } catch {
+        // The pools' threads must not outlive a start that failed.
+        await pools.shutdown()
+        throw error
+    }
+    let limit = try await pools.files.runIfActive { cacheLimit(configuration, store: store) }
+    logger.info("cache bound", metadata: ["gateway.cache.max_bytes": "\(limit == 0 ? "none" : String(limit))"])
+    let journal = ExportJournal(settings: configuration.database.journalSettings, logger: logger)
+    let manager = ExportManager(configuration: configuration, cacheMaxBytes: limit, store: store, journal: journal, pools: pools, logger: logger)
     // The exports of an earlier run of the gateway. Without a database the
     // gateway still starts (health says why); exports then fail cleanly.
     do {
-        let records = try await NIOThreadPool.singleton.runIfActive { try journal.load() }
-        let (restored, requeued) = try await NIOThreadPool.singleton.runIfActive { manager.restore(records) }
+        let records = try await pools.database.runIfActive { try journal.load() }
+        let (restored, requeued) = try await pools.files.runIfActive { manager.restore(records) }
         if restored > 0 { logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
     } catch {
         logger.error("could not read the export journal", metadata: ["error": "\(errorDetails(error))"])
     }
-    return Application(
-        router: buildRouter(manager: manager, configuration: configuration),
-        configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "csv-export-gateway"),
-        services: [manager],
+    let http = configuration.http
+    let limits = GatewayHTTPServer.Limits(
+        maxConnections: http.maxConnections,
+        headerTimeout: .seconds(Int64(http.requestHeaderTimeoutSeconds)),
+        keepAliveTimeout: .seconds(Int64(http.keepAliveTimeoutSeconds)),
+        maxHeaderBytes: http.maxHeaderBytes
+    )
+    let health = HealthProbe(database: configuration.database.settings, store: store, pools: pools)
+    let buffers = ReadBufferPool(limit: http.downloadBufferBytes)
+    let application = Application(
+        router: buildRouter(manager: manager, health: health, buffers: buffers, configuration: configuration),
+        server: GatewayHTTPServer.builder(limits: limits, connections: ConnectionCounter()),
+        configuration: .init(
+            address: .hostname(http.host, port: http.port),
+            serverName: "csv-export-gateway",
+            availableConnectionsDelegate: GatewayHTTPServer.availableConnections(limits, logger: logger)
+        ),
+        services: [pools, manager],
         onServerRunning: onServerRunning,
         logger: logger
     )
+    return Gateway(application: application, manager: manager)
 }

@@ -2,26 +2,56 @@ import Foundation
 
 /// The gateway's settings, read from the environment and a `.env` file.
 ///
-/// Every key, with its default (`.env.example` lists the same):
-/// - `DATABASE_URL`: libpq connection URI or string. Default: empty, which
-///   means libpq's own defaults (`PGHOST`, `PGPORT`, `PGUSER`, … or the local socket).
+/// Every key, with its default (`.env.example` and the README list the same):
+///
+/// Server
 /// - `HOST`: address to listen on. Default `127.0.0.1`.
 /// - `PORT`: TCP port. Default `8080`.
-/// - `CACHE_DIR`: where finished and partial export files live. Default `./.cache/exports`.
+/// - `MAX_CONNECTIONS`: open client connections served at once. Past it a new
+///   connection is answered `503` (except `/health`) and closed; past twice it,
+///   connections wait in the listen backlog. Default `1024`.
+/// - `REQUEST_HEADER_TIMEOUT`: seconds a client has to send a whole request
+///   head once it has started one (or connected). Default `10`.
+/// - `KEEP_ALIVE_TIMEOUT`: seconds an idle kept-alive connection stays open. Default `15`.
+/// - `MAX_HEADER_BYTES`: bytes of a request head (request line and headers); past it, `431`. Default `16384`.
+/// - `DOWNLOAD_BUFFER_BYTES`: bytes all downloads' read buffers may take
+///   together (suffixes K, M, G). Default `32M`.
+/// - `SHUTDOWN_GRACE`: seconds downloads of finished files may take to end
+///   after SIGTERM or SIGINT before they are cut. Default `30`.
+///
+/// Database
+/// - `DATABASE_URL`: libpq connection URI or string. Default: empty, which
+///   means libpq's own defaults (`PGHOST`, `PGPORT`, `PGUSER`, … or the local socket).
+/// - `DATABASE_CONNECT_TIMEOUT`: seconds to wait for a connection. Default `5`.
+/// - `JOURNAL_STATEMENT_TIMEOUT`: seconds a journal statement may take. Default `5`.
 /// - `SEED_ROWS`: rows to seed when `users` is missing or empty. Default `10000000`.
 /// - `SEED`: `false` skips the seeding step entirely. Default `true`.
+///
+/// Exports
 /// - `MAX_CONCURRENT_EXPORTS`: worker threads, i.e. COPYs at once. Default `2`.
-/// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. Default `100`.
+/// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. The
+///   export ids that may wait or run at once, coalesced or not, are
+///   `MAX_CONCURRENT_EXPORTS + MAX_QUEUED_EXPORTS`. Default `100`.
+/// - `MAX_EXPORTS`: export ids kept at once (until deleted or expired); beyond it, 429. Default `100000`.
 /// - `EXPORT_TTL`: seconds an export lives after it was asked for; then 410 Gone. Default `86400`.
-/// - `CACHE_MAX_BYTES`: bytes the cache may hold (suffixes K, M, G, T); `0` is no bound. Default `0`.
-///   Past it, least recently used files that no export needs are evicted; when none
-///   can be, new exports get 507 and a running one fails cleanly.
 /// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
 /// - `FAST_START`: when PostgreSQL's plan for an export sorts its rows, read a small
 ///   head of the ids first so the first bytes come at once (`ExportQuery.segments`). Default `true`.
 /// - `GZIP_LEVEL`: zlib level (1 fastest … 9 smallest) of the one gzip form made per export. Default `6`.
+/// - `GZIP_WORKERS`: gzip forms made at once. Default `1`.
+/// - `GZIP_QUEUE`: gzip forms that may wait for a compressor; past it a gzip
+///   request gets the CSV uncompressed. Default `8`.
 /// - `RANGE_WAIT_SECONDS`: how long a Range request on a running export waits for its bytes
 ///   (or for the end) before it is answered with the whole live file. Default `15`.
+///
+/// Cache
+/// - `CACHE_DIR`: where finished and partial export files live. Default `./.cache/exports`.
+/// - `CACHE_MAX_BYTES`: bytes the cache may hold (suffixes K, M, G, T). Default: half
+///   of what the cache could have at start (the free space of its filesystem plus
+///   the files already in it). `0` is no bound. Past it, least recently used files
+///   that no export needs are evicted; when none can be, new exports get 507 and a
+///   running one fails cleanly.
+///
 /// - `LOG_LEVEL`: trace, debug, info, notice, warning, error, critical. Default `info`.
 ///
 /// The environment wins over `.env`; `.env` is read from the working directory.
@@ -29,25 +59,42 @@ struct Configuration: Sendable {
     struct HTTP: Sendable {
         var host = "127.0.0.1"
         var port = 8080
+        var maxConnections = 1024
+        var requestHeaderTimeoutSeconds = 10
+        var keepAliveTimeoutSeconds = 15
+        var maxHeaderBytes = 16 * 1024
+        var downloadBufferBytes = 32 << 20
+        var shutdownGraceSeconds = 30
     }
 
     struct Database: Sendable {
         var url = ""
+        var connectTimeoutSeconds = 5
+        var journalStatementTimeoutSeconds = 5
         var seedRows = 10_000_000
         var seed = true
+
+        /// How export, health and seeding connections are made.
+        var settings: PostgresSettings { PostgresSettings(url: self.url, connectTimeoutSeconds: self.connectTimeoutSeconds) }
+        /// How journal connections are made: with a statement timeout.
+        var journalSettings: PostgresSettings { self.settings.with(statementTimeoutMilliseconds: self.journalStatementTimeoutSeconds * 1000) }
     }
 
     struct Cache: Sendable {
         var directory = "./.cache/exports"
+        /// nil: the default, half of what the cache could have at start; 0: no bound.
+        var maxBytes: Int?
     }
 
     struct Exports: Sendable {
         var maxConcurrent = 2
         var maxQueued = 100
+        var maxExports = 100_000
         var gzipLevel = 6
+        var gzipWorkers = 1
+        var gzipQueue = 8
         var cacheTTLSeconds = 600
         var exportTTLSeconds = 86_400
-        var cacheMaxBytes = 0
         var fastStart = true
         var rangeWaitSeconds = 15
     }
@@ -66,36 +113,48 @@ struct Configuration: Sendable {
         var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
     }
 
-
     init() {}
 
     init(environment: [String: String]) throws(Invalid) {
         func int(_ key: String, _ range: ClosedRange<Int>) throws(Invalid) -> Int? {
             guard let text = environment[key], !text.isEmpty else { return nil }
             let digits = text.replacingOccurrences(of: "_", with: "")
-            guard let value = Int(digits), range.contains(value) else {
+            guard digits.utf8.count <= 18, let value = Int(digits), range.contains(value) else {
                 throw Invalid(key: key, value: text, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return value
+        }
+        func bytes(_ key: String, _ range: ClosedRange<Int>) throws(Invalid) -> Int? {
+            guard let text = environment[key], !text.isEmpty else { return nil }
+            guard let value = Self.byteCount(text), range.contains(value) else {
+                throw Invalid(key: key, value: text, expected: "a number of bytes from \(range.lowerBound) to \(range.upperBound), optionally with K, M, G or T (powers of 1024)")
             }
             return value
         }
         if let url = environment["DATABASE_URL"] { self.database.url = url }
         if let host = environment["HOST"], !host.isEmpty { self.http.host = host }
         if let port = try int("PORT", 0...65535) { self.http.port = port }
+        if let n = try int("MAX_CONNECTIONS", 1...1_000_000) { self.http.maxConnections = n }
+        if let n = try int("REQUEST_HEADER_TIMEOUT", 1...3600) { self.http.requestHeaderTimeoutSeconds = n }
+        if let n = try int("KEEP_ALIVE_TIMEOUT", 1...3600) { self.http.keepAliveTimeoutSeconds = n }
+        if let n = try int("MAX_HEADER_BYTES", 1024...1_048_576) { self.http.maxHeaderBytes = n }
+        if let n = try bytes("DOWNLOAD_BUFFER_BYTES", (256 << 10)...(64 << 30)) { self.http.downloadBufferBytes = n }
+        if let n = try int("SHUTDOWN_GRACE", 0...3600) { self.http.shutdownGraceSeconds = n }
+        if let n = try int("DATABASE_CONNECT_TIMEOUT", 2...3600) { self.database.connectTimeoutSeconds = n }
+        if let n = try int("JOURNAL_STATEMENT_TIMEOUT", 1...3600) { self.database.journalStatementTimeoutSeconds = n }
         if let dir = environment["CACHE_DIR"], !dir.isEmpty { self.cache.directory = dir }
         if let rows = try int("SEED_ROWS", 0...2_000_000_000) { self.database.seedRows = rows }
         if let seed = try Self.boolean("SEED", environment) { self.database.seed = seed }
         if let fastStart = try Self.boolean("FAST_START", environment) { self.exports.fastStart = fastStart }
         if let n = try int("MAX_CONCURRENT_EXPORTS", 1...256) { self.exports.maxConcurrent = n }
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
+        if let n = try int("MAX_EXPORTS", 1...10_000_000) { self.exports.maxExports = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }
+        if let n = try int("GZIP_WORKERS", 1...64) { self.exports.gzipWorkers = n }
+        if let n = try int("GZIP_QUEUE", 0...10_000) { self.exports.gzipQueue = n }
         if let n = try int("CACHE_TTL", 0...31_536_000) { self.exports.cacheTTLSeconds = n }
         if let n = try int("EXPORT_TTL", 1...315_360_000) { self.exports.exportTTLSeconds = n }
-        if let text = environment["CACHE_MAX_BYTES"], !text.isEmpty {
-            guard let bytes = Self.byteCount(text) else {
-                throw Invalid(key: "CACHE_MAX_BYTES", value: text, expected: "a number of bytes, optionally with K, M, G or T (powers of 1024)")
-            }
-            self.exports.cacheMaxBytes = bytes
-        }
+        if let n = try bytes("CACHE_MAX_BYTES", 0...(1 << 60)) { self.cache.maxBytes = n }
         if let n = try int("RANGE_WAIT_SECONDS", 0...3600) { self.exports.rangeWaitSeconds = n }
         if let level = environment["LOG_LEVEL"], !level.isEmpty {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -115,17 +174,20 @@ struct Configuration: Sendable {
         }
     }
 
-    /// `123`, `64K`, `500M`, `2G`, `1T` (powers of 1024).
+    /// `123`, `64K`, `500M`, `2G`, `1T` (powers of 1024); nil when malformed or too large.
     static func byteCount(_ text: String) -> Int? {
-        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-        var digits = Substring(text.uppercased())
+        let units: [UInt8: Int] = [UInt8(ascii: "K"): 1 << 10, UInt8(ascii: "M"): 1 << 20, UInt8(ascii: "G"): 1 << 30, UInt8(ascii: "T"): 1 << 40]
+        var digits = Array(text.utf8).map { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") ? $0 - 32 : $0 }
         var unit = 1
         if let last = digits.last, let factor = units[last] {
             unit = factor
-            digits = digits.dropFirst(0).dropLast()
+            digits.removeLast()
         }
-        guard !digits.isEmpty, digits.count <= 15, digits.allSatisfy(\.isNumber), let n = Int(digits) else { return nil }
-        return n * unit
+        guard !digits.isEmpty, digits.count <= 15, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let n = Int(String(decoding: digits, as: UTF8.self))
+        else { return nil }
+        let (product, overflow) = n.multipliedReportingOverflow(by: unit)
+        return overflow ? nil : product
     }
 
     /// The process environment over the `.env` file in `directory`, if any.

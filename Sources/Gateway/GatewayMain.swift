@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 @main
 struct GatewayMain {
@@ -13,17 +15,57 @@ struct GatewayMain {
             FileHandle.standardError.write(Data("gateway: \(error)\n".utf8))
             exit(2)
         }
+        ResourceLimits.raiseOpenFiles()
         // stderr is unbuffered: progress lines (seeding) show at once even
         // when the output is a pipe or a file, as under Docker.
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "gateway")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         do {
-            let app = try await buildApplication(configuration, logger: logger)
-            try await app.runService()
+            let gateway = try await buildApplication(configuration, logger: logger)
+            try await Self.run(gateway, grace: .seconds(configuration.http.shutdownGraceSeconds), logger: logger)
+            exit(0)
         } catch {
             logger.critical("gateway stopped", metadata: ["error": "\(error)", "error.details": "\(errorDetails(error))"])
             exit(1)
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down:
+    ///
+    /// 1. at once, the manager interrupts queued and running exports (their
+    ///    live downloads end as aborted transfers; the journal keeps them
+    ///    queued for the next start) and refuses new ones (503);
+    /// 2. the server stops accepting and closes idle connections; downloads
+    ///    of finished files go on, for at most `grace`;
+    /// 3. then whatever is left is cancelled, and the process exits 0.
+    ///
+    /// A second signal exits at once (128 + the signal's number): nothing is
+    /// lost by it, since the journal and the cache are crash-safe.
+    static func run<App: ApplicationProtocol>(_ gateway: Gateway<App>, grace: Duration, logger: Logger) async throws {
+        var groupConfiguration = ServiceGroupConfiguration(services: [gateway.application], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = grace
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: groupConfiguration)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        try await withThrowingDiscardingTaskGroup { tasks in
+            tasks.addTask {
+                var shuttingDown = false
+                for await signal in signals {
+                    if shuttingDown {
+                        logger.warning("second signal: exiting now", metadata: ["gateway.signal": "\(signal)"])
+                        _exit(128 + signal.rawValue)
+                    }
+                    shuttingDown = true
+                    logger.notice("shutting down", metadata: ["gateway.signal": "\(signal)", "gateway.shutdown.grace_seconds": "\(grace.components.seconds)"])
+                    gateway.manager.beginShutdown()
+                    await group.triggerGracefulShutdown()
+                }
+            }
+            try await group.run()
+            // The group has ended; so does the signal watcher (the signals'
+            // stream ends when its task is cancelled).
+            tasks.cancelAll()
         }
     }
 }
@@ -32,6 +74,7 @@ struct GatewayMain {
 func errorDetails(_ error: any Error) -> String {
     switch error {
     case let error as PostgresError: error.details
+    case let error as ExportJournal.Unavailable: error.details
     default: "\(error)"
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import Testing
 @testable import Cache
 
@@ -43,7 +44,7 @@ struct CacheTests {
         let writer = try store.createWriter(suffix: ".csv")
         let reads = (0..<3).map { _ in
             Task {
-                let reader = GrowingFileReader(file: file, chunkSize: 1000)
+                let reader = GrowingFileReader(file: file, chunkSize: 1000, threadPool: .singleton)
                 var data = Data()
                 while let chunk = try await reader.next() { data.append(contentsOf: chunk.readableBytesView) }
                 return data
@@ -72,7 +73,7 @@ struct CacheTests {
         try Array("some bytes".utf8).withUnsafeBytes { try writer.write($0) }
         file.append(length: writer.length)
         let next = Task {
-            let reader = GrowingFileReader(file: file)
+            let reader = GrowingFileReader(file: file, threadPool: .singleton)
             #expect(try await reader.next()?.readableBytes == 10)
             return try await reader.next()
         }
@@ -85,7 +86,7 @@ struct CacheTests {
     @Test(.timeLimit(.minutes(1)))
     func aWaitingReaderCanBeCancelled() async throws {
         let file = GrowingFile()
-        let reader = Task { try await GrowingFileReader(file: file).next() }
+        let reader = Task { try await GrowingFileReader(file: file, threadPool: .singleton).next() }
         try await Task.sleep(for: .milliseconds(20))
         reader.cancel()
         await #expect(throws: CancellationError.self) { try await reader.value }
@@ -96,7 +97,7 @@ struct CacheTests {
         let writer = try store.createWriter(suffix: ".csv")
         try Array("0123456789".utf8).withUnsafeBytes { try writer.write($0) }
         let file = GrowingFile(completed: try writer.publish())
-        let reader = GrowingFileReader(file: file, from: 3, to: 7)
+        let reader = GrowingFileReader(file: file, from: 3, to: 7, threadPool: .singleton)
         var got: [UInt8] = []
         while let chunk = try await reader.next() { got += chunk.readableBytesView }
         #expect(String(decoding: got, as: UTF8.self) == "3456")

@@ -18,10 +18,12 @@ struct HealthTests {
         #expect(result.status == 503)
         #expect(result.json["database"] as? String == "unreachable")
         #expect(result.json["cache"] as? String == "ok")
-        // An export there fails cleanly, with a message safe to show.
-        let id = try #require(try await curl(server.url("/exports/csv"), method: "POST").json["exportId"] as? String)
-        try await eventually("failure") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "failed" }
-        #expect(try await curl(server.url("/exports/\(id)/status")).json["error"] as? String == "could not connect to the database")
+        // No export is acknowledged that the journal does not hold: 503, nothing started.
+        let refused = try await curl(server.url("/exports/csv"), method: "POST")
+        #expect(refused.status == 503)
+        #expect(refused.headers["retry-after"] != nil)
+        #expect(refused.json["error"] as? String == "unavailable")
+        #expect(server.files(in: "partial").isEmpty && server.files(in: "objects").isEmpty)
     }
 
     @Test func unhealthyNamesTheCacheWhenItIsNotWritable() async throws {

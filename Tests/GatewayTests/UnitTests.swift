@@ -11,7 +11,7 @@ struct ExportRequestTests {
     @Test func defaultsAreAllColumnsCommaAndDoubleQuote() throws {
         let request = try self.parse("")
         #expect(request.columns == UsersTable.columns)
-        #expect(request.delimiter == "," && request.quote == "\"")
+        #expect(request.delimiterText == "," && request.quoteText == "\"")
         #expect(request.minLifetimeValue == nil)
     }
 
@@ -24,9 +24,9 @@ struct ExportRequestTests {
     }
 
     @Test func namedAndEncodedDelimiters() throws {
-        #expect(try self.parse("delimiter=tab").delimiter == "\t")
-        #expect(try self.parse("delimiter=%09").delimiter == "\t")
-        #expect(try self.parse("delimiter=%7C&quoteChar=%27").quote == "'")
+        #expect(try self.parse("delimiter=tab").delimiterText == "\t")
+        #expect(try self.parse("delimiter=%09").delimiterText == "\t")
+        #expect(try self.parse("delimiter=%7C&quoteChar=%27").quoteText == "'")
     }
 
     @Test func decimalsThatNumericAccepts() {

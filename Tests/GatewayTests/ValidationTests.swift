@@ -19,8 +19,14 @@ struct ValidationTests {
         ("columns=id,id", "columns"),
         ("columns=", "columns"),
         ("delimiter=ab", "delimiter"),
-        ("delimiter=a", "delimiter"),
         ("delimiter=%0A", "delimiter"),
+        ("delimiter=%0D", "delimiter"),
+        ("delimiter=%00", "delimiter"),
+        // Greek question mark, which a Swift String compares equal to ";": two bytes.
+        ("delimiter=%CD%BE", "delimiter"),
+        ("delimiter=%C3%A9", "delimiter"),
+        ("quoteChar=%2C%CC%81", "quoteChar"),
+        ("delimiter=%FF", "delimiter"),
         ("quoteChar=", "quoteChar"),
         ("delimiter=%22", "quoteChar"),
         ("country_code=%ZZ", "country_code"),
@@ -31,6 +37,14 @@ struct ValidationTests {
         ("nullAs=a,b", "nullAs"),
         ("nullAs=%22", "nullAs"),
         ("nullAs=%0A", "nullAs"),
+        ("nullAs=%0D%0A", "nullAs"),
+        // One Character, three code points: the comma is still a byte of it.
+        ("nullAs=%2C%CC%81", "nullAs"),
+        // One letter and 20 combining marks: one Character, 41 bytes.
+        ("nullAs=a" + String(repeating: "%CC%81", count: 20), "nullAs"),
+        ("nullAs=%00", "nullAs"),
+        ("columns=id%E2%80%8D", "columns"),
+        ("country_code=U%CC%81S", "country_code"),
     ]
 
     @Test func badParametersAre400WithTheParameterNamedAndStartNothing() async throws {

@@ -8,16 +8,29 @@ import NIOPosix
 /// growing file, published under its own SHA-256 like the CSV. Gzip readers
 /// follow that file exactly as CSV readers follow the CSV, so it has ranges,
 /// a strong ETag and resumes once complete, and no client costs a compressor.
+///
+/// Compression runs on a pool of its own (`BlockingPools.compression`), so a
+/// burst of it never delays a download's reads; how many run at once is the
+/// manager's business (`GZIP_WORKERS`).
 struct GzipProducer: Sendable {
     let store: ContentStore
     let level: Int32
-    var threadPool: NIOThreadPool = .singleton
+    let threadPool: NIOThreadPool
     var chunkSize = 256 * 1024
     let logger: Logger
 
+    /// Where the gzip file goes: room under CACHE_MAX_BYTES, the publish, and
+    /// word that the partial file was discarded (see `ExportRunner.Storage`).
+    struct Storage: Sendable {
+        var reserve: @Sendable (Int) -> Bool
+        var install: @Sendable (SealedFile) async throws -> PublishedFile
+        var discarded: @Sendable () -> Void
+    }
+
     /// Compresses `source` into `target` until the source ends. Returns the
-    /// published gzip file, or nil when the source failed (then `target` fails too).
-    func run(source: GrowingFile, target: SharedFile, reserve: @escaping @Sendable (Int) -> Bool = { _ in true }) async -> PublishedFile? {
+    /// published gzip file, or nil when the source failed or the task was
+    /// cancelled (then `target` fails too).
+    func run(source: GrowingFile, target: SharedFile, storage: Storage) async -> PublishedFile? {
         let store = self.store
         let level = self.level
         var work: Work?
@@ -31,16 +44,26 @@ struct GzipProducer: Sendable {
                 // Caught up with a live export: flush, so gzip readers get
                 // everything the CSV has so far instead of waiting on zlib.
                 let flush = reader.isCaughtUp
-                // Compressed output is at most the input plus a little.
-                guard reserve(chunk.readableBytes + 64) else { throw CacheError.cacheFull() }
-                let length = try await self.threadPool.runIfActive { try started.append(chunk, flush: flush) }
+                let length = try await self.threadPool.runIfActive { try started.append(chunk, flush: flush, reserve: storage.reserve) }
                 target.append(length: length)
             }
-            let published = try await self.threadPool.runIfActive { try started.finish() }
+            let sealed = try await self.threadPool.runIfActive { try started.finish(reserve: storage.reserve) }
+            work = nil
+            let published: PublishedFile
+            do {
+                published = try await storage.install(sealed)
+            } catch {
+                storage.discarded()
+                throw error
+            }
             target.complete(published)
             return published
         } catch {
-            if let work { try? await self.threadPool.runIfActive { work.writer.discard() } }
+            if let work {
+                // Removed on the pool: it may be large, and this is the cooperative pool.
+                try? await self.threadPool.runIfActive { work.writer.discard() }
+                storage.discarded()
+            }
             let cacheError = error as? CacheError ?? CacheError.failed("gzip: \(error)")
             // A CSV that failed or was cancelled is logged by its export; a
             // disk problem here is this producer's own.
@@ -62,19 +85,25 @@ struct GzipProducer: Sendable {
             self.writer = writer
         }
 
-        func append(_ chunk: ByteBuffer, flush: Bool) throws -> Int {
-            try self.write(self.stream.compress(chunk))
-            if flush { for buffer in try self.stream.flush() { try self.write(buffer) } }
+        /// Compresses a chunk and writes what zlib gives back, once
+        /// `reserve` has found room for exactly those bytes.
+        func append(_ chunk: ByteBuffer, flush: Bool, reserve: (Int) -> Bool) throws -> Int {
+            var output = [try self.stream.compress(chunk)]
+            if flush { output += try self.stream.flush() }
+            try self.write(output, reserve: reserve)
             return self.writer.length
         }
 
-        func finish() throws -> PublishedFile {
-            for buffer in try self.stream.finish() { try self.write(buffer) }
-            return try self.writer.publish()
+        func finish(reserve: (Int) -> Bool) throws -> SealedFile {
+            try self.write(try self.stream.finish(), reserve: reserve)
+            return try self.writer.seal()
         }
 
-        private func write(_ buffer: ByteBuffer) throws {
-            try buffer.withUnsafeReadableBytes { try self.writer.write($0) }
+        private func write(_ buffers: [ByteBuffer], reserve: (Int) -> Bool) throws {
+            guard reserve(buffers.reduce(0) { $0 + $1.readableBytes }) else { throw CacheError.cacheFull() }
+            for buffer in buffers {
+                try buffer.withUnsafeReadableBytes { try self.writer.write($0) }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ import Logging
 /// mid-seed leaves no half-filled table, and two gateways starting together
 /// do not both seed. Blocking: run it on a thread pool.
 struct Seeder {
-    let databaseURL: String
+    let database: PostgresSettings
     let rows: Int
     let logger: Logger
 
@@ -17,13 +17,13 @@ struct Seeder {
     /// Returns how many rows it inserted (0 when the table already had rows).
     @discardableResult
     func seedIfEmpty() throws -> Int {
-        let db = try PostgresConnection(url: self.databaseURL)
+        let db = try PostgresConnection(self.database)
         defer { db.close() }
         try db.execute("BEGIN")
         // An arbitrary constant key: 'users seed' in hex.
         try db.execute("SELECT pg_advisory_xact_lock(7573657273656564)")
-        let exists = try db.execute("SELECT to_regclass('users') IS NOT NULL")[0][0] == "t"
-        if exists, try db.execute("SELECT EXISTS (SELECT 1 FROM users)")[0][0] == "t" {
+        let exists = try db.execute("SELECT to_regclass('users') IS NOT NULL").first?.first == "t"
+        if exists, try db.execute("SELECT EXISTS (SELECT 1 FROM users)").first?.first == "t" {
             try db.execute("COMMIT")
             self.logger.info("users table already has rows; not seeding")
             return 0

@@ -9,16 +9,34 @@ import Synchronization
 /// them on a pool of `maxConcurrentExports` threads of its own (blocking
 /// libpq never touches an event loop or the cooperative pool), coalesces
 /// exports with the same canonical request into one run, cancels and deletes
-/// them, and counts which runs hold each finished file.
+/// them, and keeps the cache's ledger (`ExportManager+Cache.swift`), the
+/// janitor (`+Janitor`) and the restore after a restart (`+Restore`).
 ///
-/// A `Service`: it runs the gzip producers, and on graceful shutdown cancels
-/// what is queued or running, so no partial file outlives the process.
+/// Acknowledgements are durable: an export exists for a client (202), is
+/// cancelled (200) or deleted (204) only once the journal holds it; when the
+/// journal cannot be written the request fails (`journalUnavailable`, a 503)
+/// and nothing changes.
+///
+/// A `Service`: it runs the janitor and the gzip producers, and when a
+/// shutdown begins it interrupts what is queued or running (their partial
+/// files go; the journal still says queued or running, so the next start
+/// runs them again).
 final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
+        /// MAX_QUEUED_EXPORTS: too many exports wait or run (a 429).
         case queueFull
-        /// CACHE_MAX_BYTES is reached and nothing can be evicted.
+        /// MAX_EXPORTS: too many export ids are kept (a 429).
+        case tooManyExports
+        /// CACHE_MAX_BYTES is reached and nothing can be evicted (a 507).
         case cacheFull
+        /// The server is stopping (a 503).
+        case shuttingDown
+        /// The journal could not record it (a 503).
+        case journalUnavailable
     }
+
+    /// A cancel or delete that the journal could not record; nothing changed.
+    struct JournalUnavailable: Error {}
 
     enum Lookup {
         case found(ExportJob)
@@ -33,7 +51,7 @@ final class ExportManager: Service, Sendable {
         case notFound
     }
 
-    fileprivate struct State {
+    struct State {
         var scheduler: ExportScheduler
         var jobs: [UUID: ExportJob] = [:]
         var runs: [UUID: ExportRun] = [:]
@@ -42,58 +60,68 @@ final class ExportManager: Service, Sendable {
         /// The run to join for a canonical request: running, queued, or
         /// completed less than `cacheTTL` ago.
         var latest: [String: ExportRun] = [:]
-        /// How many completed runs hold each published file (CSV or gzip).
-        var references: [String: Int] = [:]
+        /// Every byte of the cache, and which files runs hold.
+        var ledger = CacheLedger()
+        /// The published files each run holds in the ledger (its CSV, its gzip form).
+        var held: [UUID: [String]] = [:]
         /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
         var lastUsed: [UUID: Date] = [:]
         /// Exports past EXPORT_TTL, and when they expired: answered 410
         /// rather than 404 for another EXPORT_TTL, then forgotten (as the journal does).
         var expired: [UUID: Date] = [:]
+        /// Gzip forms admitted (being made or waiting for a compressor).
+        var gzipAdmitted = 0
         var shuttingDown = false
     }
 
     let store: ContentStore
     let journal: ExportJournal
-    private let runner: ExportRunner
-    private let gzipProducer: GzipProducer
-    private let cacheTTL: Duration
-    private let exportTTL: TimeInterval
+    let pools: BlockingPools
+    let runner: ExportRunner
+    let gzipProducer: GzipProducer
+    let limits: Configuration.Exports
+    let cacheTTL: TimeInterval
+    let exportTTL: TimeInterval
     /// 0: no bound.
-    private let cacheMaxBytes: Int
+    let cacheMaxBytes: Int
     /// Runs whose gzip form a reader asked for; `run` starts one producer each.
     private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
     private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
+    private let compressors: AsyncPermits
     private let workers: NIOThreadPool
-    private let state: Mutex<State>
-    private let logger: Logger
-    /// For the journal's blocking writes from async callers.
-    private let threadPool: NIOThreadPool = .singleton
+    let state: Mutex<State>
+    let logger: Logger
 
-    init(configuration: Configuration, store: ContentStore, journal: ExportJournal, logger: Logger) {
+    /// - Parameter cacheMaxBytes: CACHE_MAX_BYTES as resolved at start (0: no bound).
+    init(configuration: Configuration, cacheMaxBytes: Int, store: ContentStore, journal: ExportJournal, pools: BlockingPools, logger: Logger) {
         self.store = store
         self.journal = journal
+        self.pools = pools
         self.logger = logger
-        self.runner = ExportRunner(databaseURL: configuration.database.url, store: store, journal: journal, logger: logger, fastStart: configuration.exports.fastStart)
-        self.gzipProducer = GzipProducer(store: store, level: Int32(configuration.exports.gzipLevel), logger: logger)
-        self.cacheTTL = .seconds(configuration.exports.cacheTTLSeconds)
-        self.exportTTL = TimeInterval(configuration.exports.exportTTLSeconds)
-        self.cacheMaxBytes = configuration.exports.cacheMaxBytes
+        let exports = configuration.exports
+        self.limits = exports
+        self.runner = ExportRunner(database: configuration.database.settings, store: store, journal: journal, logger: logger, fastStart: exports.fastStart)
+        self.gzipProducer = GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger)
+        self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
+        self.exportTTL = TimeInterval(exports.exportTTLSeconds)
+        self.cacheMaxBytes = cacheMaxBytes
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
-        self.workers = NIOThreadPool(numberOfThreads: configuration.exports.maxConcurrent)
+        self.compressors = AsyncPermits(limit: exports.gzipWorkers)
+        self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.workers.start()
-        self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: configuration.exports.maxConcurrent, maxQueued: configuration.exports.maxQueued)))
+        self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: exports.maxConcurrent, maxQueued: exports.maxQueued)))
     }
 
-    /// Runs the gzip producers until shutdown; then cancels what is queued or
-    /// running (their partial files go) and stops the worker threads.
+    /// Runs the janitor and the gzip producers until shutdown; then
+    /// interrupts what is queued or running and stops the worker threads.
     func run() async throws {
         await withDiscardingTaskGroup { group in
             group.addTask {
                 // Returns on graceful shutdown, throws when cancelled: both end it.
                 try? await gracefulShutdown()
-                self.stopAll()
+                self.beginShutdown()
                 // Only now may `run` end: ending before the service group asks
-                // counts as a failure, even when a download stopped the exports earlier.
+                // counts as a failure, even when the shutdown began earlier.
                 self.gzipRequestSink.finish()
             }
             group.addTask {
@@ -103,101 +131,158 @@ final class ExportManager: Service, Sendable {
                 }
             }
             for await (run, target) in self.gzipRequests {
-                group.addTask {
-                    let reserve: @Sendable (Int) -> Bool = { self.makeRoom(for: $0, writing: run) }
-                    guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target, reserve: reserve) else { return }
-                    await self.adopt(published, of: run)
-                }
+                group.addTask { await self.produceGzip(of: run, into: target) }
             }
             // The stream ends at shutdown: stop the producers still compressing.
             group.cancelAll()
         }
-        try await self.workers.shutdownGracefully()
+        // A worker stuck in a database call that nothing can interrupt (the
+        // host vanished) must not hold the process: it dies with it.
+        let workers = self.workers
+        let stopped = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await workers.shutdownGracefully()) != nil }
+            group.addTask { (try? await Task.sleep(for: .seconds(5))) == nil }
+            defer { group.cancelAll() }
+            return await group.next() ?? false
+        }
+        if !stopped { self.logger.warning("export workers did not stop within 5 s; leaving them") }
     }
 
-    /// A journal write from an async caller: it blocks, so it runs on the
-    /// thread pool. (The journal logs its own failures.)
-    private func journaling(_ write: @escaping @Sendable (ExportJournal) -> Void) async {
-        let journal = self.journal
-        try? await self.threadPool.runIfActive { write(journal) }
-    }
-
-    /// True once shutdown has begun: downloads stop between chunks.
+    /// True once shutdown has begun.
     var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
 
-    /// Cancels what is queued or running and stops taking new work. Called
-    /// when graceful shutdown begins, by this service or, earlier, by a
-    /// download in progress (the server waits for its requests before this
-    /// service hears of the shutdown). Safe to call more than once.
-    func stopAll() {
-        let active = self.state.withLock { state in
+    /// Stops taking exports and interrupts what is queued or running: their
+    /// queries are cancelled, their live readers see an aborted transfer, and
+    /// the journal still has them queued or running, so the next start runs
+    /// them again. Downloads of finished files go on. Safe to call more than once.
+    func beginShutdown() {
+        let active = self.state.withLock { state -> [ExportRun] in
+            guard !state.shuttingDown else { return [] }
             state.shuttingDown = true
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
-        // Nothing is journaled here: what was queued or running is queued
-        // again when the gateway starts next.
-        for run in active { self.cancel(run) }
+        for run in active {
+            let (action, canceller) = run.interrupt()
+            if action == .removeFromQueue { self.state.withLock { _ = $0.scheduler.removeQueued(run.id) } }
+            self.cancelQuery(canceller)
+        }
+        if !active.isEmpty { self.logger.notice("shutdown: interrupted queued and running exports", metadata: ["gateway.exports.interrupted": "\(active.count)"]) }
     }
+
+    // MARK: Admission
 
     /// Admits a new export. It joins the run of an identical request that is
     /// queued, running or fresh (unless `fresh` asks for a new run);
     /// otherwise a new run starts now, or waits its turn, or is refused when
-    /// the queue is full (or the server is stopping).
+    /// the limits are reached. Returns once the journal holds the export.
     func submit(_ request: ExportRequest, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         let key = request.cacheKey
         // Join first: making room could evict the very file this request would reuse.
-        var joined = fresh ? nil : self.state.withLock { self.join(key, state: &$0) }
-        var admission: ExportScheduler.Admission?
-        if joined == nil {
+        var admitted = self.state.withLock { state -> Result<Admitted, SubmitError>? in
+            if let refusal = self.refusal(state) { return .failure(refusal) }
+            return fresh ? nil : self.join(key, state: &state).map { $0.map { Admitted(job: $0, admission: nil) } }
+        }
+        if admitted == nil {
             // A new run needs room for at least its first write.
-            let hasRoom = self.makeRoom(for: ExportRunner.stagingSize, writing: nil)
-            (joined, admission) = self.state.withLock { state -> (ExportJob?, ExportScheduler.Admission?) in
-                guard !state.shuttingDown else { return (nil, .rejected) }
+            let hasRoom = self.hasRoom(for: ExportRunner.stagingSize)
+            admitted = self.state.withLock { state -> Result<Admitted, SubmitError> in
+                if let refusal = self.refusal(state) { return .failure(refusal) }
                 // An identical request may have started a run meanwhile.
-                if !fresh, let job = self.join(key, state: &state) { return (job, nil) }
-                guard hasRoom else { return (nil, nil) }
+                if !fresh, let joined = self.join(key, state: &state) { return joined.map { Admitted(job: $0, admission: nil) } }
+                guard hasRoom else { return .failure(.cacheFull) }
+                guard self.activeJobs(state) < self.activeJobLimit else { return .failure(.queueFull) }
                 let run = ExportRun(request: request)
                 let admission = state.scheduler.submit(run.id)
-                guard admission != .rejected else { return (nil, .rejected) }
+                guard admission != .rejected else { return .failure(.queueFull) }
                 let job = ExportJob(run: run)
                 state.runs[run.id] = run
                 state.latest[key] = run
                 state.lastUsed[run.id] = Date()
                 state.jobs[job.id] = job
                 state.members[run.id] = [job.id]
-                return (job, admission)
+                return .success(Admitted(job: job, admission: admission))
             }
         }
-        guard let job = joined else { throw admission == nil ? .cacheFull : .queueFull }
+        guard let admitted else { throw .queueFull }
+        let (job, admission): (ExportJob, ExportScheduler.Admission?)
+        switch admitted {
+        case .success(let a): (job, admission) = (a.job, a.admission)
+        case .failure(let error): throw error
+        }
         // Journaled before the client hears of it, so the id survives a crash.
-        await self.journaling { $0.insert(job) }
+        do {
+            try await self.onDatabasePool { try $0.journal.insert(job) }
+        } catch {
+            self.abandon(job)
+            // A run admitted to start is dispatched whatever happened: the
+            // worker sees it cancelled and frees its slot.
+            if admission == .start { self.dispatch(job.run) }
+            throw .journalUnavailable
+        }
         if admission == .start { self.dispatch(job.run) }
         return job
     }
 
-    /// A new export of the run that answers `key`, if one may be joined.
-    private func join(_ key: String, state: inout State) -> ExportJob? {
-        guard !state.shuttingDown, let run = state.latest[key], self.isJoinable(run, state: state) else { return nil }
+    private struct Admitted {
+        let job: ExportJob
+        let admission: ExportScheduler.Admission?
+    }
+
+    /// Why no export may be admitted now, if so.
+    private func refusal(_ state: State) -> SubmitError? {
+        if state.shuttingDown { return .shuttingDown }
+        if state.jobs.count >= self.limits.maxExports { return .tooManyExports }
+        return nil
+    }
+
+    /// Export ids that may wait or run at once, coalesced or not.
+    private var activeJobLimit: Int { self.limits.maxConcurrent + self.limits.maxQueued }
+
+    /// Export ids whose run is queued or running.
+    private func activeJobs(_ state: State) -> Int {
+        state.scheduler.running.union(state.scheduler.queue).reduce(0) { $0 + (state.members[$1]?.count ?? 0) }
+    }
+
+    /// A new export of the run that answers `key`, if one may be joined;
+    /// a join to a queued or running run counts against the queue's bound.
+    private func join(_ key: String, state: inout State) -> Result<ExportJob, SubmitError>? {
+        guard let run = state.latest[key], self.isJoinable(run, state: state) else { return nil }
+        if run.status != .completed, self.activeJobs(state) >= self.activeJobLimit { return .failure(.queueFull) }
         state.lastUsed[run.id] = Date()
         let job = ExportJob(run: run)
         state.jobs[job.id] = job
         state.members[run.id, default: []].insert(job.id)
-        return job
+        return .success(job)
     }
 
-    /// A run another export may join: not ended badly, and if completed,
-    /// completed within `cacheTTL` and still holding its file.
-    private func isJoinable(_ run: ExportRun, state: State) -> Bool {
+    /// A run another export may join: not ended badly nor interrupted, and if
+    /// completed, completed within `cacheTTL` and still holding its file.
+    func isJoinable(_ run: ExportRun, state: State) -> Bool {
         switch run.status {
         case .queued, .running:
-            return true
+            return !run.isInterrupted
         case .completed:
             guard let completedAt = run.completedAt, let file = run.publishedFile else { return false }
-            return Date().timeIntervalSince(completedAt) < Double(self.cacheTTL.components.seconds) && state.references[file.path] != nil
+            return Date().timeIntervalSince(completedAt) < self.cacheTTL && state.ledger.isHeld(file.path)
         case .failed, .cancelled:
             return false
         }
     }
+
+    /// Takes back an export the journal could not record: it never existed
+    /// for the client, and a run no one else needs is cancelled before it runs.
+    private func abandon(_ job: ExportJob) {
+        let run = job.run
+        let alone = self.state.withLock { state -> Bool in
+            state.jobs[job.id] = nil
+            state.members[run.id]?.remove(job.id)
+            return state.members[run.id]?.isEmpty ?? true
+        }
+        if alone { self.cancel(run) }
+        self.logger.warning("export not admitted: the journal is unavailable", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())"])
+    }
+
+    // MARK: Lookup, cancel, delete
 
     func job(_ id: UUID) -> ExportJob? {
         self.state.withLock { $0.jobs[id] }
@@ -218,253 +303,208 @@ final class ExportManager: Service, Sendable {
         return .found(job)
     }
 
-    /// How often the janitor looks for expired exports and stale files.
-    private var sweepInterval: Duration {
-        .seconds(max(1, min(60, min(self.exportTTL, Double(self.cacheTTL.components.seconds)) / 4)))
-    }
-
-    /// The janitor's round: expires exports past EXPORT_TTL, drops runs no
-    /// export needs once CACHE_TTL has passed (their files go), and evicts
-    /// while the cache is over CACHE_MAX_BYTES.
-    func sweep() async {
-        let now = Date()
-        let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
-        if !old.isEmpty { await self.expire(old) }
-        let orphans = self.state.withLock { state -> [String] in
-            state.expired = state.expired.filter { now.timeIntervalSince($0.value) < self.exportTTL }
-            let stale = state.runs.values.filter { run in
-                (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
-            }
-            return stale.flatMap { state.forget($0) }
-        }
-        for orphan in orphans { self.store.removeObject(atPath: orphan) }
-        _ = self.makeRoom(for: 0, writing: nil)
-        let keep = Int(self.exportTTL)
-        await self.journaling { $0.forgetExpired(after: keep) }
-    }
-
-    /// Removes exports past EXPORT_TTL (cancelling them if they still run),
-    /// remembers their ids for 410, and journals it.
-    private func expire(_ jobs: [ExportJob]) async {
-        for job in jobs {
-            if job.run.status == .queued || job.run.status == .running { _ = self.cancelOrDelete(job.id) }
-            let orphans = self.state.withLock { state -> [String] in
-                guard state.jobs[job.id] != nil else { return [] }
-                state.expired[job.id] = Date()
-                return state.leave(job)
-            }
-            for orphan in orphans { self.store.removeObject(atPath: orphan) }
-        }
-        let ids = jobs.map(\.id)
-        await self.journaling { $0.markExpired(ids) }
-        self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
-    }
-
-    /// Makes room for `incoming` more bytes under CACHE_MAX_BYTES, evicting
-    /// the least recently used finished runs that no export needs (never
-    /// `writing`, the run asking); false when even that is not enough.
-    /// Readers of an evicted file keep reading it: they opened it before.
-    func makeRoom(for incoming: Int, writing: ExportRun?) -> Bool {
-        guard self.cacheMaxBytes > 0 else { return true }
-        let (fits, orphans) = self.state.withLock { state -> (Bool, [String]) in
-            var used = state.diskBytes()
-            guard used + incoming > self.cacheMaxBytes else { return (true, []) }
-            let evictable = state.runs.values
-                .filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
-                .sorted { (state.lastUsed[$0.id] ?? .distantPast) < (state.lastUsed[$1.id] ?? .distantPast) }
-            var orphans: [String] = []
-            for run in evictable where used + incoming > self.cacheMaxBytes {
-                orphans += state.forget(run)
-                used = state.diskBytes()
-            }
-            return (used + incoming <= self.cacheMaxBytes, orphans)
-        }
-        for orphan in orphans { self.store.removeObject(atPath: orphan) }
-        if !orphans.isEmpty { self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(orphans.count)"]) }
-        return fits
-    }
-
     /// Cancels a queued or running export (it stays, as `cancelled`; its run
     /// goes on while another export needs it), or deletes an ended one, and
     /// its run's files once no export and no fresh cache entry needs them.
-    func delete(_ id: UUID) async -> DeleteOutcome {
-        let outcome = self.cancelOrDelete(id)
-        switch outcome {
-        case .cancelled(let job): await self.journaling { $0.markCancelled(job) }
-        case .deleted: await self.journaling { $0.delete(id) }
-        case .notFound: break
-        }
-        return outcome
-    }
-
-    private func cancelOrDelete(_ id: UUID) -> DeleteOutcome {
+    /// The journal holds the change before anything happens; if it cannot,
+    /// this throws and nothing changes.
+    func delete(_ id: UUID) async throws(JournalUnavailable) -> DeleteOutcome {
         guard let job = self.job(id) else { return .notFound }
         if job.isCancelled { return .cancelled(job) }
-        let run = job.run
-        switch run.status {
-        case .queued, .running:
-            guard job.markCancelled() else { return .cancelled(job) }
-            let lastOne = self.state.withLock { state -> Bool in
-                state.members[run.id]?.remove(job.id)
-                return state.members[run.id]?.isEmpty ?? true
+        let cancelling = job.run.status == .queued || job.run.status == .running
+        do {
+            try await self.onDatabasePool { manager in
+                if cancelling { try manager.journal.markCancelled(id) } else { try manager.journal.delete(id) }
             }
-            self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
-            // The query is cancelled only when no export needs it any more.
-            if lastOne { self.cancel(run) }
-            return .cancelled(job)
-        case .completed, .failed, .cancelled:
-            let orphans = self.state.withLock { state -> [String] in
-                // No export left: the run and its files go, unless it is the fresh entry for its request.
-                let fresh = state.latest[run.request.cacheKey] === run && self.isJoinable(run, state: state)
-                return state.leave(job, keepingRun: fresh)
-            }
-            for orphan in orphans { self.store.removeObject(atPath: orphan) }
-            return .deleted
+        } catch {
+            throw JournalUnavailable()
         }
+        return cancelling ? self.applyCancel(job) : self.applyDelete(job)
     }
 
-    /// The gzip form of an export's CSV, made once per run whoever asks first.
-    func gzipFile(for job: ExportJob) -> GrowingFile {
+    /// Marks the export cancelled, aborts its readers, and cancels its run's
+    /// query when no other export needs it.
+    @discardableResult
+    func applyCancel(_ job: ExportJob) -> DeleteOutcome {
+        guard job.markCancelled() else { return .cancelled(job) }
         let run = job.run
-        let shared = run.gzipFile { target in
-            if self.isShuttingDown {
-                target.fail(.failed("the server is shutting down"))
-            } else if case .terminated = self.gzipRequestSink.yield((run, target)) {
-                target.fail(.failed("the server is shutting down"))
-            }
+        let lastOne = self.state.withLock { state -> Bool in
+            state.members[run.id]?.remove(job.id)
+            return state.members[run.id]?.isEmpty ?? true
         }
-        return job.view(of: shared)
+        self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
+        // The query is cancelled only when no export needs it any more.
+        if lastOne { self.cancel(run) }
+        return .cancelled(job)
     }
 
-    private func cancel(_ run: ExportRun) {
-        let action = run.cancel()
+    /// Removes an ended export, and its run's files unless another export or
+    /// the fresh cache entry for its request needs them.
+    private func applyDelete(_ job: ExportJob) -> DeleteOutcome {
+        let run = job.run
+        let removals = self.state.withLock { state -> [String]? in
+            guard state.jobs[job.id] != nil else { return nil }
+            let fresh = state.latest[run.request.cacheKey] === run && self.isJoinable(run, state: state)
+            return state.leave(job, keepingRun: fresh)
+        }
+        guard let removals else { return .notFound }
+        self.remove(removals)
+        return .deleted
+    }
+
+    /// Cancels a run no export needs any more.
+    func cancel(_ run: ExportRun) {
+        let (action, canceller) = run.cancel()
         if case .alreadyEnded = action { return }
         self.state.withLock { state in
             if action == .removeFromQueue { _ = state.scheduler.removeQueued(run.id) }
             state.unlist(run)
         }
+        self.cancelQuery(canceller)
     }
 
-    /// A gzip form was published: the run holds it, unless no export is left.
-    private func adopt(_ published: PublishedFile, of run: ExportRun) async {
-        let orphan = self.state.withLock { state -> String? in
-            guard state.runs[run.id] != nil else {
-                return state.references[published.path] == nil ? published.path : nil
+    /// `PQcancel` opens a connection to the server and waits for it: never on
+    /// the caller's executor.
+    private func cancelQuery(_ canceller: PostgresCanceller?) {
+        guard let canceller else { return }
+        self.pools.database.submit { _ in
+            if let failure = canceller.cancel() {
+                self.logger.notice("query cancel not delivered; the worker stops at its next check", metadata: ["error": "\(failure)"])
             }
-            state.references[published.path, default: 0] += 1
-            return nil
         }
-        if let orphan {
-            self.store.removeObject(atPath: orphan)
+    }
+
+    // MARK: Gzip
+
+    /// The gzip form of an export's CSV, made once per run whoever asks
+    /// first. Nil when there is none yet and none may start: `start` is false
+    /// (a HEAD request never starts a compressor), the server is stopping, or
+    /// GZIP_WORKERS + GZIP_QUEUE forms are being made already (the caller
+    /// sends the CSV uncompressed instead).
+    func gzipFile(for job: ExportJob, start: Bool) -> GrowingFile? {
+        let run = job.run
+        let shared: SharedFile?
+        if start {
+            shared = run.gzipFile(admit: { self.admitGzip() }) { target in
+                if case .terminated = self.gzipRequestSink.yield((run, target)) {
+                    target.fail(.failed("the server is shutting down"))
+                    self.state.withLock { $0.gzipAdmitted -= 1 }
+                }
+            }
         } else {
-            await self.journaling { $0.recordGzip(published, of: run) }
+            shared = run.existingGzip
+        }
+        return shared.map { job.view(of: $0) }
+    }
+
+    /// Counts one more gzip form in the making, if the bound allows. Takes
+    /// only the manager's lock (see `ExportRun.gzipFile`).
+    private func admitGzip() -> Bool {
+        self.state.withLock { state in
+            guard !state.shuttingDown, state.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue else { return false }
+            state.gzipAdmitted += 1
+            return true
         }
     }
 
-    /// Brings back the exports of the journal after a restart: finished ones
-    /// whose file is on disk as they were, failed and cancelled ones as
-    /// such, and the rest (queued, running, or finished with the file gone)
-    /// queued again under the same ids. Then removes every file in the cache
-    /// that no export refers to. Blocking (file checks); call it before serving.
-    func restore(_ records: [ExportJournal.Record]) -> (restored: Int, requeued: Int) {
-        var requeue: [ExportRun] = []
-        var restored = 0
-        for (runID, rows) in Dictionary(grouping: records, by: \.runID) {
-            guard let request = try? ExportRequest.parse(try QueryString.parse(rows[0].query)) else {
-                self.logger.warning("journal row with an unreadable request skipped", metadata: [LogKey.runID: "\(runID)"])
-                continue
-            }
-            let now = Date()
-            let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
-            self.state.withLock { state in
-                for row in rows where isExpired(row) { state.expired[row.id] = row.expiredAt ?? now }
-            }
-            self.journal.markExpired(rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id))
-            let rows = rows.filter { !isExpired($0) }
-            guard !rows.isEmpty else { continue }
-            let live = rows.filter { $0.cancelledAt == nil }
-            let run: ExportRun
-            if let done = live.first(where: { $0.status == .completed }), let file = self.onDisk(done.sha256, done.sizeBytes, suffix: ".csv") {
-                let gzip = self.onDisk(done.gzipSha256, done.gzipSizeBytes, suffix: ".csv.gz")
-                let lifecycle = ExportLifecycle(status: .completed, startedAt: done.startedAt, completedAt: done.completedAt, file: file, errorMessage: nil)
-                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: done.rows ?? 0, gzip: gzip)
-            } else if live.contains(where: { $0.status != .failed }) {
-                run = ExportRun(id: runID, request: request)
-                requeue.append(run)
-            } else {
-                let failed = live.first
-                let status: ExportLifecycle.Status = failed == nil ? .cancelled : .failed
-                let lifecycle = ExportLifecycle(status: status, startedAt: failed?.startedAt, completedAt: failed?.completedAt ?? rows[0].cancelledAt, file: nil, errorMessage: failed?.error)
-                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: 0, gzip: nil)
-            }
-            self.state.withLock { state in
-                state.runs[run.id] = run
-                state.lastUsed[run.id] = run.completedAt ?? now
-                state.members[run.id] = Set(live.map(\.id))
-                for row in rows {
-                    state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
-                }
-                for file in [run.publishedFile, run.publishedGzip].compactMap({ $0 }) {
-                    state.references[file.path, default: 0] += 1
-                }
-                if run.status == .queued || self.isJoinable(run, state: state) { state.latest[request.cacheKey] = run }
-            }
-            restored += rows.count
+    /// Makes one run's gzip form once a compressor is free, and adopts it.
+    private func produceGzip(of run: ExportRun, into target: SharedFile) async {
+        defer { self.state.withLock { $0.gzipAdmitted -= 1 } }
+        do {
+            try await self.compressors.acquire()
+        } catch {
+            target.fail(.failed("the server is shutting down"))
+            return
         }
-        for run in requeue.sorted(by: { $0.id.uuidString < $1.id.uuidString }) {
-            let admission = self.state.withLock { $0.scheduler.readmit(run.id) }
-            if admission == .start { self.dispatch(run) }
+        defer { self.compressors.release() }
+        let producer = UUID()
+        let storage = GzipProducer.Storage(
+            reserve: { self.reserve($0, for: producer, writing: run) },
+            install: { sealed in try await self.onFilesPool { try $0.install(sealed, holder: run, producer: producer) } },
+            discarded: { self.endPartial(producer) }
+        )
+        guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target, storage: storage) else { return }
+        do {
+            try await self.onDatabasePool { try $0.journal.recordGzip(published, of: run) }
+        } catch {
+            // Not an acknowledgement: after a restart the form is made again.
+            self.logger.notice("gzip form not journaled", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
         }
-        let referenced = self.state.withLock { Set($0.references.keys) }
-        let objects = (try? FileManager.default.contentsOfDirectory(atPath: self.store.objectsDirectory)) ?? []
-        for name in objects where !referenced.contains(self.store.objectsDirectory + "/" + name) {
-            self.store.removeObject(atPath: self.store.objectsDirectory + "/" + name)
-        }
-        return (restored, requeue.count)
     }
 
-    /// The published file with this hash and size, if it is still in the cache.
-    private func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
-        guard let sha256, let size, sha256.count == 64, sha256.allSatisfy(\.isHexDigit) else { return nil }
-        let path = self.store.objectPath(sha256: sha256, suffix: suffix)
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), (attributes[.size] as? Int) == size else { return nil }
-        return PublishedFile(path: path, size: size, sha256: sha256)
+    // MARK: Workers
+
+    /// Runs `run` on an export worker; when it ends, starts the next queued
+    /// run. A stopped pool runs the closure at once with `.cancelled`: then
+    /// the queue is drained in a loop (each run interrupted), not by recursion.
+    func dispatch(_ run: ExportRun) {
+        self.workers.submit { workItemState in
+            let active = workItemState == .active
+            var next = self.runOnWorker(run, active: active)
+            if active {
+                if let next { self.dispatch(next) }
+                return
+            }
+            while let queued = next { next = self.runOnWorker(queued, active: false) }
+        }
     }
 
-    private func dispatch(_ run: ExportRun) {
-        self.workers.submit { [self] workItemState in
-            // The pool cancels work only when it is shutting down.
-            let outcome = workItemState == .active ? self.runner.run(run, reserve: { self.makeRoom(for: $0, writing: run) }) : .cancelled
-            let (orphan, next) = self.state.withLock { state -> (String?, ExportRun?) in
-                var orphan: String?
-                switch outcome {
-                case .completed(let file):
-                    state.references[file.path, default: 0] += 1
-                case .publishedAfterCancel(let file):
-                    // Cancelled while publishing: keep the file only if another run has it.
-                    orphan = state.references[file.path] == nil ? file.path : nil
-                case .failed, .cancelled:
-                    state.unlist(run)
-                }
-                let next = state.scheduler.finished(run.id).flatMap { state.runs[$0] }
-                return (orphan, next)
-            }
-            if let orphan { self.store.removeObject(atPath: orphan) }
-            if let next { self.dispatch(next) }
+    /// Runs one export on the calling worker thread and settles its end;
+    /// returns the queued run to start next, if any.
+    private func runOnWorker(_ run: ExportRun, active: Bool) -> ExportRun? {
+        let outcome: ExportRunner.Outcome
+        if active {
+            outcome = self.runner.run(run, storage: ExportRunner.Storage(
+                reserve: { self.reserve($0, for: run.id, writing: run) },
+                install: { sealed in try self.pools.files.runAndWait { try self.install(sealed, holder: run, producer: run.id) } },
+                discarded: { self.endPartial(run.id) }
+            ))
+        } else {
+            // The pool is stopping: the run stays queued in the journal.
+            _ = run.interrupt()
+            outcome = .interrupted
         }
+        let (removals, next) = self.state.withLock { state -> ([String], ExportRun?) in
+            var removals: [String] = []
+            switch outcome {
+            case .completed:
+                break
+            case .publishedAfterCancel:
+                // Cancelled while publishing: the file goes unless another run holds it.
+                if state.members[run.id]?.isEmpty ?? true { removals = state.forget(run) }
+            case .failed, .cancelled, .interrupted:
+                state.unlist(run)
+            }
+            let next = state.scheduler.finished(run.id).flatMap { state.runs[$0] }
+            return (removals, state.shuttingDown ? nil : next)
+        }
+        self.remove(removals)
+        return next
+    }
+
+    // MARK: Hops
+
+    /// Runs blocking database work (the journal, cancels) on the database pool.
+    func onDatabasePool<T: Sendable>(_ body: @escaping @Sendable (ExportManager) throws -> T) async throws -> T {
+        try await self.pools.database.runIfActive { try body(self) }
+    }
+
+    /// Runs work on the one thread that changes `objects/`.
+    func onFilesPool<T: Sendable>(_ body: @escaping @Sendable (ExportManager) throws -> T) async throws -> T {
+        try await self.pools.files.runIfActive { try body(self) }
     }
 }
 
 extension ExportManager.State {
     /// The run is no longer the one to join for its request.
-    fileprivate mutating func unlist(_ run: ExportRun) {
+    mutating func unlist(_ run: ExportRun) {
         if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
     }
 
     /// Takes an ended or expiring export off its run; when it was the run's
     /// last, the run is forgotten (unless `keepingRun`, as the fresh answer
     /// to its request). Returns the files no run holds any more.
-    fileprivate mutating func leave(_ job: ExportJob, keepingRun: Bool = false) -> [String] {
+    mutating func leave(_ job: ExportJob, keepingRun: Bool = false) -> [String] {
         let run = job.run
         self.jobs[job.id] = nil
         self.members[run.id]?.remove(job.id)
@@ -473,33 +513,13 @@ extension ExportManager.State {
         return keepingRun ? [] : self.forget(run)
     }
 
-    /// Bytes on disk: every published file once, plus what running exports
-    /// and gzip producers have written so far.
-    fileprivate func diskBytes() -> Int {
-        var published: [String: Int] = [:]
-        var partial = 0
-        for run in self.runs.values {
-            let disk = run.diskUse()
-            for file in disk.published { published[file.path] = file.size }
-            partial += disk.partial
-        }
-        return published.values.reduce(partial, +)
-    }
-
     /// Drops a run that no export needs; returns the files no run holds any more.
-    fileprivate mutating func forget(_ run: ExportRun) -> [String] {
+    mutating func forget(_ run: ExportRun) -> [String] {
+        guard self.runs[run.id] === run else { return [] }
         self.runs[run.id] = nil
         self.members[run.id] = nil
         self.lastUsed[run.id] = nil
         self.unlist(run)
-        return [run.publishedFile, run.publishedGzip].compactMap { file in
-            guard let path = file?.path, let count = self.references[path] else { return nil }
-            if count > 1 {
-                self.references[path] = count - 1
-                return nil
-            }
-            self.references[path] = nil
-            return path
-        }
+        return (self.held.removeValue(forKey: run.id) ?? []).filter { self.ledger.release($0) }
     }
 }

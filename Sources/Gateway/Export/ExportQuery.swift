@@ -1,5 +1,10 @@
 import Foundation
 
+/// A request that did not come through `ExportRequest.parse`.
+enum ExportQueryError: Error {
+    case unknownColumn
+}
+
 /// The SQL of one export. Column names come only from `UsersTable.columns`, and
 /// every value passes through `literal`, which is libpq's `PQescapeLiteral`:
 /// COPY cannot take bound parameters, so escaping is what keeps client text
@@ -23,8 +28,9 @@ struct ExportQuery {
         if let minimum = request.minLifetimeValue {
             conditions.append("lifetime_value >= \(try literal(minimum))::numeric")
         }
-        let columns = request.columns.map { column in
-            precondition(UsersTable.columns.contains(column), "columns are validated by ExportRequest")
+        let columns = try request.columns.map { column in
+            // Validated by ExportRequest; checked again because only these names may reach SQL.
+            guard UsersTable.columns.contains(column) else { throw ExportQueryError.unknownColumn }
             guard request.options.guardFormulas, UsersTable.textColumns.contains(column) else { return column }
             // A leading = + - @ tab or CR would start a formula in a spreadsheet.
             return "CASE WHEN \(column) ~ ('^[-=+@' || chr(9) || chr(13) || ']') THEN '''' || \(column) ELSE \(column) END AS \(column)"
@@ -36,7 +42,7 @@ struct ExportQuery {
     /// The COPY statement whose output is the export (or, with `ids`, the
     /// part of it in that id range), byte for byte.
     func copy(literal: (String) throws -> String, header: Bool? = nil, ids: ClosedRange<Int64>? = nil) throws -> String {
-        var options = "FORMAT csv, HEADER \(header ?? request.options.header), DELIMITER \(try literal(String(request.delimiter))), QUOTE \(try literal(String(request.quote)))"
+        var options = "FORMAT csv, HEADER \(header ?? request.options.header), DELIMITER \(try literal(request.delimiterText)), QUOTE \(try literal(request.quoteText))"
         if let null = request.options.nullAs { options += ", NULL \(try literal(null))" }
         return "COPY (\(try self.select(literal: literal, ids: ids))) TO STDOUT WITH (\(options))"
     }

@@ -19,6 +19,9 @@ final class ExportRun: Sendable {
         var totalRows: Int?
         var totalRowsExact = false
         var canceller: PostgresCanceller?
+        /// Bumped by every change of the lifecycle: the journal compares it
+        /// to learn whether a row it wrote is already stale.
+        var version = 0
     }
 
     /// What a status shows of the run.
@@ -29,6 +32,7 @@ final class ExportRun: Sendable {
         let totalRows: Int?
         let totalRowsExact: Bool
         let gzip: PublishedFile?
+        let version: Int
     }
 
     private let state = Mutex(State())
@@ -68,31 +72,24 @@ final class ExportRun: Sendable {
     var publishedFile: PublishedFile? { self.state.withLock { $0.lifecycle.file } }
     var completedAt: Date? { self.state.withLock { $0.lifecycle.completedAt } }
 
-    /// The gzip form of the CSV; `start` is called only by the first caller,
-    /// to set its production going.
-    func gzipFile(orStart start: (SharedFile) -> Void) -> SharedFile {
-        let (file, created) = self.gzip.withLock { gzip -> (SharedFile, Bool) in
+    /// The gzip form of the CSV. The first caller makes it, if `admit` lets
+    /// it (a bounded number are made at once), and `start` sets its production
+    /// going; nil when there is none and `admit` said no. `admit` runs under
+    /// this run's lock: it must be quick and take no other lock of the manager.
+    func gzipFile(admit: () -> Bool, start: (SharedFile) -> Void) -> SharedFile? {
+        let (file, created) = self.gzip.withLock { gzip -> (SharedFile?, Bool) in
             if let gzip { return (gzip, false) }
+            guard admit() else { return (nil, false) }
             let file = SharedFile()
             gzip = file
             return (file, true)
         }
-        if created { start(file) }
+        if created, let file { start(file) }
         return file
     }
 
-    /// The files of this run on disk: published ones, and bytes of partial
-    /// ones (the CSV while it runs, the gzip form while it is made).
-    func diskUse() -> (published: [PublishedFile], partial: Int) {
-        var published: [PublishedFile] = []
-        var partial = 0
-        let (status, file, written) = self.state.withLock { ($0.lifecycle.status, $0.lifecycle.file, $0.bytesWritten) }
-        if let file { published.append(file) } else if status == .running { partial += written }
-        if let gzip = self.gzip.withLock({ $0 })?.primary {
-            if let done = gzip.completedFile { published.append(done) } else { partial += gzip.length }
-        }
-        return (published, partial)
-    }
+    /// The gzip form if one was made or is being made; never starts one.
+    var existingGzip: SharedFile? { self.gzip.withLock { $0 } }
 
     /// The finished gzip form, once there is one.
     var publishedGzip: PublishedFile? { self.gzip.withLock { $0 }?.primary.completedFile }
@@ -103,14 +100,26 @@ final class ExportRun: Sendable {
         self.gzip.withLock { $0 }?.detach(exportID, with: error)
     }
 
-    /// Queued → running; false if it was cancelled while it waited.
-    func markRunning() -> Bool { self.state.withLock { $0.lifecycle.start(at: Date()) } }
+    /// Queued → running; false if it was cancelled or interrupted while it waited.
+    func markRunning() -> Bool {
+        self.state.withLock { state in
+            guard state.lifecycle.start(at: Date()) else { return false }
+            state.version += 1
+            return true
+        }
+    }
 
-    /// Lets `cancel` reach the query. False if the run was cancelled already,
-    /// in which case the worker must stop.
+    /// True once a shutdown has stopped it (see `ExportLifecycle.interrupt`).
+    var isInterrupted: Bool { self.state.withLock { $0.lifecycle.interrupted } }
+
+    /// True when the worker should stop: cancelled, or interrupted.
+    var shouldStop: Bool { self.state.withLock { $0.lifecycle.status == .cancelled || $0.lifecycle.interrupted } }
+
+    /// Lets `cancel` reach the query. False if the run was cancelled or
+    /// interrupted already, in which case the worker must stop.
     func attach(_ canceller: PostgresCanceller?) -> Bool {
         self.state.withLock { state in
-            guard state.lifecycle.status == .running else { return false }
+            guard state.lifecycle.status == .running, !state.lifecycle.interrupted else { return false }
             state.canceller = canceller
             return true
         }
@@ -133,6 +142,7 @@ final class ExportRun: Sendable {
     func complete(_ published: PublishedFile, rows: Int) -> Bool {
         let applied = self.state.withLock { state in
             guard state.lifecycle.complete(published, at: Date()) else { return false }
+            state.version += 1
             state.rowsWritten = rows
             state.bytesWritten = published.size
             state.totalRows = rows
@@ -144,7 +154,7 @@ final class ExportRun: Sendable {
         return applied
     }
 
-    /// Running → failed (a no-op after a cancel); live readers are aborted.
+    /// Running → failed (a no-op after a cancel or an interrupt); live readers are aborted.
     func fail(_ error: any Error) {
         // Only our own errors have descriptions written for clients.
         let message = switch error {
@@ -152,30 +162,49 @@ final class ExportRun: Sendable {
         case let error as CacheError: error.description
         default: "the export failed"
         }
-        self.state.withLock { state in
-            _ = state.lifecycle.fail(message, at: Date())
+        let applied = self.state.withLock { state in
+            let applied = state.lifecycle.fail(message, at: Date())
+            if applied { state.version += 1 }
             state.canceller = nil
+            return applied
         }
-        self.csv.fail(.failed(message))
+        if applied { self.csv.fail(.failed(message)) }
     }
 
-    /// Marks it cancelled and aborts its live readers; returns what the owner
-    /// must do next (dequeue it, or let the worker stop).
-    func cancel() -> ExportLifecycle.CancelAction {
+    /// Marks it cancelled and aborts its live readers. Returns what the owner
+    /// must do next (dequeue it, or let the worker stop) and the handle that
+    /// cancels its query, which the owner calls on a thread pool (`PQcancel`
+    /// blocks: it opens a connection to the server).
+    func cancel() -> (ExportLifecycle.StopAction, PostgresCanceller?) {
         let (action, canceller) = self.state.withLock { state in
             let action = state.lifecycle.cancel(at: Date())
+            if case .alreadyEnded = action {} else { state.version += 1 }
             return (action, action == .stopWorker ? state.canceller : nil)
         }
-        if case .alreadyEnded = action { return action }
+        if case .alreadyEnded = action { return (action, nil) }
         self.csv.fail(.cancelled())
-        canceller?.cancel()
-        return action
+        self.gzip.withLock { $0 }?.fail(.cancelled())
+        return (action, canceller)
+    }
+
+    /// Stops it for a shutdown (see `ExportLifecycle.interrupt`): its live
+    /// readers, of the CSV and of a gzip form being made, see an aborted
+    /// transfer. Returns what `cancel` returns.
+    func interrupt() -> (ExportLifecycle.StopAction, PostgresCanceller?) {
+        let (action, canceller) = self.state.withLock { state in
+            let action = state.lifecycle.interrupt()
+            return (action, action == .stopWorker ? state.canceller : nil)
+        }
+        if case .alreadyEnded = action { return (action, nil) }
+        self.csv.fail(.failed("the server is shutting down"))
+        self.gzip.withLock { $0 }?.fail(.failed("the server is shutting down"))
+        return (action, canceller)
     }
 
     func snapshot() -> Snapshot {
         let gzip = self.publishedGzip
         return self.state.withLock { state in
-            Snapshot(lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip)
+            Snapshot(lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip, version: state.version)
         }
     }
 }

@@ -3,7 +3,11 @@ import Logging
 
 /// Runs one export on the calling thread, a worker of `ExportManager`'s pool:
 /// a COPY read with libpq, written to a partial file in the store, published
-/// under its SHA-256 on success, removed on failure or cancel.
+/// under its SHA-256 on success, removed on failure, cancel or shutdown.
+/// A cancel or a shutdown may land between any two steps (connect, EXPLAIN,
+/// the file's creation, each COPY, the seal, the publish): each step looks
+/// before it starts, a running query is cancelled by the manager, and the
+/// lifecycle refuses a completion that comes after a cancel.
 ///
 /// Everything here blocks; that is why it has threads of its own. The file
 /// write is the backpressure: a slow disk slows the read from PostgreSQL
@@ -13,7 +17,7 @@ import Logging
 /// parallel under one exported snapshot, stitched in order; the file writer
 /// and progress reporting here do not assume a single COPY.
 struct ExportRunner: Sendable {
-    let databaseURL: String
+    let database: PostgresSettings
     let store: ContentStore
     let journal: ExportJournal
     let logger: Logger
@@ -25,24 +29,38 @@ struct ExportRunner: Sendable {
 
     enum Outcome {
         case completed(PublishedFile)
-        /// Published, but cancelled in the meantime: the file may need removing.
+        /// Published, but cancelled in the meantime: the run's hold on the file may be the last.
         case publishedAfterCancel(PublishedFile)
         case failed
         case cancelled
+        /// Stopped by a shutdown: nothing journaled, it runs again on the next start.
+        case interrupted
     }
 
-    /// `reserve(n)` asks for room for n more bytes under CACHE_MAX_BYTES; when
-    /// it says no, the export fails cleanly as if the disk were full.
-    func run(_ run: ExportRun, reserve: (Int) -> Bool = { _ in true }) -> Outcome {
-        guard run.markRunning() else { return .cancelled }
-        self.journal.update(run)
+    /// Where the runner's file goes: room under CACHE_MAX_BYTES, the publish
+    /// itself, and word that a partial file was discarded. The manager
+    /// provides them (`ExportManager+Cache.swift`).
+    struct Storage {
+        /// Room for n more bytes; when it says no, the export fails cleanly
+        /// as if the disk were full.
+        var reserve: (Int) -> Bool = { _ in true }
+        /// Names a sealed file in `objects/`, in order with every other
+        /// change there.
+        var install: (SealedFile) throws -> PublishedFile
+        /// The partial file was removed without being published.
+        var discarded: () -> Void = {}
+    }
+
+    func run(_ run: ExportRun, storage: Storage) -> Outcome {
+        guard run.markRunning() else { return run.isInterrupted ? .interrupted : .cancelled }
         var logger = self.logger
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
+        self.journal(run, logger: logger)
         var writer: CacheWriter?
         do {
-            let db = try PostgresConnection(url: self.databaseURL)
+            let db = try PostgresConnection(self.database)
             defer { db.close() }
-            guard run.attach(db.makeCanceller()) else { return .cancelled }
+            guard run.attach(db.makeCanceller()) else { return run.isInterrupted ? .interrupted : .cancelled }
             let query = ExportQuery(request: run.request)
             let plan = try db.execute(try query.explain(literal: db.literal))
             let topLine = (plan.first?.first ?? nil) ?? ""
@@ -61,9 +79,9 @@ struct ExportRunner: Sendable {
             let headerMessages = options.header ? 1 : 0
             var messages = 0
             func flush() throws {
-                if run.status == .cancelled { throw CacheError.cancelled() }
+                if run.shouldStop { throw CacheError.cancelled() }
                 guard !staging.isEmpty else { return }
-                guard reserve(staging.count) else { throw CacheError.cacheFull() }
+                guard storage.reserve(staging.count) else { throw CacheError.cacheFull() }
                 try fileWriter.write(staging.bytes)
                 staging.removeAll()
                 run.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
@@ -72,7 +90,7 @@ struct ExportRunner: Sendable {
                 if staging.append(bytes) { return }
                 try flush()
                 if !staging.append(bytes) {
-                    guard reserve(bytes.count) else { throw CacheError.cacheFull() }
+                    guard storage.reserve(bytes.count) else { throw CacheError.cacheFull() }
                     try fileWriter.write(bytes)
                 }
             }
@@ -85,7 +103,7 @@ struct ExportRunner: Sendable {
             }
             for (index, ids) in segments.enumerated() {
                 // A cancel between two statements finds no query to stop: look before each.
-                if run.status == .cancelled { throw CacheError.cancelled() }
+                if run.shouldStop { throw CacheError.cancelled() }
                 let sql = try query.copy(literal: db.literal, header: options.header && index == 0, ids: ids)
                 try db.copyOut(sql, onRow: { row in
                     // One CopyData message is one CSV record (or the header), ending in LF.
@@ -101,22 +119,48 @@ struct ExportRunner: Sendable {
             }
             try db.execute("COMMIT")
             let rows = max(0, messages - headerMessages)
-            let published = try fileWriter.publish()
+            if run.shouldStop { throw CacheError.cancelled() }
+            let sealed = try fileWriter.seal()
             writer = nil
+            let published: PublishedFile
+            do {
+                published = try storage.install(sealed)
+            } catch {
+                storage.discarded()
+                throw error
+            }
             guard run.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
-            self.journal.update(run)
+            self.journal(run, logger: logger)
             logger.info("export completed", metadata: [LogKey.rows: "\(rows)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)"])
             return .completed(published)
         } catch {
-            writer?.discard()
+            if let writer {
+                writer.discard()
+                storage.discarded()
+            }
+            if run.isInterrupted {
+                logger.info("export interrupted by the shutdown; it runs again on the next start")
+                return .interrupted
+            }
             if run.status == .cancelled {
                 logger.info("export cancelled")
                 return .cancelled
             }
             logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
             run.fail(error)
-            self.journal.update(run)
+            self.journal(run, logger: logger)
             return .failed
+        }
+    }
+
+    /// Journals the run's new state. Not an acknowledgement: if the journal
+    /// is down, a restart runs the export again (same bytes), so a failure is
+    /// logged (by the journal) and the export goes on.
+    private func journal(_ run: ExportRun, logger: Logger) {
+        do {
+            try self.journal.update(run)
+        } catch {
+            logger.warning("the run's state was not journaled; a restart would run it again")
         }
     }
 

@@ -11,6 +11,8 @@ struct APIError: HTTPResponseError, Sendable {
         case notFound = "not_found"
         case methodNotAllowed = "method_not_allowed"
         case queueFull = "queue_full"
+        case tooManyExports = "too_many_exports"
+        case unavailable
         case exportFailed = "export_failed"
         case exportCancelled = "export_cancelled"
         case exportExpired = "export_expired"
@@ -48,6 +50,27 @@ struct APIError: HTTPResponseError, Sendable {
         var e = APIError(code: .queueFull, status: .tooManyRequests, message: "too many exports are queued; retry later")
         e.headers[.retryAfter] = String(retryAfterSeconds)
         return e
+    }
+
+    static func tooManyExports(retryAfterSeconds: Int) -> APIError {
+        var e = APIError(code: .tooManyExports, status: .tooManyRequests, message: "too many exports are kept (MAX_EXPORTS); delete some or retry when older ones have expired")
+        e.headers[.retryAfter] = String(retryAfterSeconds)
+        return e
+    }
+
+    /// 503 with `Retry-After`: the request changed nothing and may be repeated.
+    static func unavailable(_ message: String, retryAfterSeconds: Int) -> APIError {
+        var e = APIError(code: .unavailable, status: .serviceUnavailable, message: message)
+        e.headers[.retryAfter] = String(retryAfterSeconds)
+        return e
+    }
+
+    static func journalUnavailable() -> APIError {
+        .unavailable("the export journal cannot be written just now, so nothing was done; retry shortly", retryAfterSeconds: 2)
+    }
+
+    static func shuttingDown() -> APIError {
+        .unavailable("the server is shutting down; retry on another instance or after it has restarted", retryAfterSeconds: 5)
     }
 
     static func exportFailed(_ message: String) -> APIError {

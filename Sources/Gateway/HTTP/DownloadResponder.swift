@@ -19,17 +19,30 @@ import ServiceLifecycle
 ///   closed range whose bytes exist is a 206 with `Content-Range: bytes a-b/*`;
 ///   a range that reaches past them waits (up to `rangeWait`) for the bytes or
 ///   the end, and is otherwise ignored. Never a short 206 that looks final.
+///
+/// Memory: every chunk read comes from one `ReadBufferPool` shared by all
+/// downloads (DOWNLOAD_BUFFER_BYTES), and goes back to it when the connection
+/// has sent it, so many or slow clients share a bounded budget.
+///
+/// Shutdown: a live download (of an export still being written) is aborted
+/// when the shutdown begins (its run is interrupted, so the reader throws); a
+/// download of a finished file goes on until it ends or SHUTDOWN_GRACE has
+/// passed, when the service group cancels the connection's task (see
+/// `GatewayMain`).
 struct DownloadResponder: Sendable {
     let manager: ExportManager
+    let buffers: ReadBufferPool
     var rangeWait: Duration = .seconds(15)
-    var threadPool: NIOThreadPool = .singleton
     /// Reads of a file that is still growing: they rarely find more than one
     /// write of the export (256 KiB) waiting, and a dozen live readers stay small.
     var liveChunkSize = 128 * 1024
     /// Reads of a finished file: large enough that the thread-pool hop per
     /// read is cheap next to the copy (measured: 512 KiB serves a 1.3 GB file
-    /// in 0.47 s where 128 KiB took 0.9 s).
+    /// in 0.47 s where 128 KiB took 0.9 s). Many readers get less: the
+    /// pool's fair share.
     var finishedChunkSize = 512 * 1024
+
+    private var threadPool: NIOThreadPool { self.manager.pools.downloads }
 
     func response(for job: ExportJob, request: Request, extraHeaders: HTTPFields = [:]) async throws -> Response {
         switch job.status {
@@ -41,12 +54,20 @@ struct DownloadResponder: Sendable {
         headers[.contentType] = "text/csv; charset=utf-8"
         headers[.contentDisposition] = "attachment; filename=\"export-\(job.id.uuidString.lowercased()).csv\""
         headers[.vary] = "Accept-Encoding"
-        let file: GrowingFile
+        var file = job.file
         if AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
-            headers[.contentEncoding] = "gzip"
-            file = self.manager.gzipFile(for: job)
-        } else {
-            file = job.file
+            // HEAD never starts a compressor: without a gzip form yet, it gets
+            // the head a GET would get for a live gzip form. A GET whose form
+            // cannot be made now (GZIP_WORKERS + GZIP_QUEUE busy) gets the CSV.
+            let isHead = request.method == .head
+            if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
+                headers[.contentEncoding] = "gzip"
+                file = gzip
+            } else if isHead {
+                headers[.contentEncoding] = "gzip"
+                headers[.cacheControl] = "no-store"
+                return Response(status: .ok, headers: headers)
+            }
         }
 
         if let published = file.completedFile {
@@ -81,7 +102,7 @@ struct DownloadResponder: Sendable {
         // now on unlinks a file this response still reads to the end.
         let opened: OpenedFile
         do {
-            opened = try await self.threadPool.runIfActive { try OpenedFile(path: published.path) }
+            opened = try await self.manager.openPublished(published)
         } catch {
             throw APIError.fileGone()
         }
@@ -164,45 +185,50 @@ struct DownloadResponder: Sendable {
 
     /// Streams `ranges` of the file (all of it when nil), following it while it grows.
     private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, chunkSize: Int, length: Int? = nil, opened: OpenedFile? = nil) -> ResponseBody {
-        let (threadPool, manager) = (self.threadPool, self.manager)
+        let copier = self.copier(file, chunkSize: chunkSize, opened: opened)
         return ResponseBody(contentLength: length) { writer in
             for range in ranges ?? [0...(Int.max - 1)] {
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened, manager: manager)
+                try await copier.copy(range, to: &writer)
             }
             try await writer.finish(nil)
         }
     }
 
     private func multipartBody(_ file: GrowingFile, _ multipart: MultipartByteRanges, opened: OpenedFile) -> ResponseBody {
-        let (threadPool, chunkSize, manager) = (self.threadPool, self.finishedChunkSize, self.manager)
+        let copier = self.copier(file, chunkSize: self.finishedChunkSize, opened: opened)
         return ResponseBody(contentLength: multipart.length) { writer in
             for (range, header) in zip(multipart.ranges, multipart.partHeaders) {
                 try await writer.write(ByteBuffer(string: header))
-                try await Self.copy(file, range: range, to: &writer, threadPool: threadPool, chunkSize: chunkSize, opened: opened, manager: manager)
+                try await copier.copy(range, to: &writer)
             }
             try await writer.write(ByteBuffer(string: multipart.closing))
             try await writer.finish(nil)
         }
     }
 
-    /// Each write returns when the connection has taken the bytes: that is the
-    /// backpressure that keeps a slow client from costing memory.
-    ///
-    /// On graceful shutdown a download stops between chunks, without the
-    /// final chunk, so the client sees an aborted transfer it can resume
-    /// after the restart; and it tells the manager to stop the exports at
-    /// once, which wakes live readers. Otherwise the server would wait for
-    /// every download, and so for every running export, before stopping.
-    private static func copy(_ file: GrowingFile, range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter, threadPool: NIOThreadPool, chunkSize: Int, opened: OpenedFile?, manager: ExportManager) async throws {
-        let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
-        let reader = GrowingFileReader(file: file, from: range.lowerBound, to: end, chunkSize: chunkSize, threadPool: threadPool, opened: opened)
-        try await withGracefulShutdownHandler {
+    private func copier(_ file: GrowingFile, chunkSize: Int, opened: OpenedFile?) -> Copier {
+        Copier(file: file, threadPool: self.threadPool, buffers: self.buffers, chunkSize: chunkSize, opened: opened)
+    }
+
+    /// Copies ranges of one file to one response.
+    private struct Copier: Sendable {
+        let file: GrowingFile
+        let threadPool: NIOThreadPool
+        let buffers: ReadBufferPool
+        let chunkSize: Int
+        let opened: OpenedFile?
+
+        /// Copies one range, following the file while it grows. Throws (an
+        /// aborted transfer, never a short ending that looks complete) if the
+        /// export fails, is cancelled or is interrupted by a shutdown, or the
+        /// task is cancelled.
+        func copy(_ range: ClosedRange<Int>, to writer: inout any ResponseBodyWriter) async throws {
+            let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
+            let lease = self.buffers.lease()
+            let reader = GrowingFileReader(file: self.file, from: range.lowerBound, to: end, chunkSize: self.chunkSize, threadPool: self.threadPool, buffers: lease, opened: self.opened)
             while let chunk = try await reader.next() {
-                if manager.isShuttingDown { throw CancellationError() }
                 try await writer.write(chunk)
             }
-        } onGracefulShutdown: {
-            manager.stopAll()
         }
     }
 }

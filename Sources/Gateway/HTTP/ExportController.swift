@@ -59,7 +59,13 @@ struct ExportController: Sendable {
     func delete(_ id: String?) async throws -> Response {
         let exportID = try Self.exportID(id)
         if case .expired = await self.manager.lookup(exportID) { throw APIError.exportExpired() }
-        switch await self.manager.delete(exportID) {
+        let outcome: ExportManager.DeleteOutcome
+        do {
+            outcome = try await self.manager.delete(exportID)
+        } catch {
+            throw APIError.journalUnavailable()
+        }
+        switch outcome {
         case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
@@ -86,10 +92,14 @@ struct ExportController: Sendable {
         let fresh = directives.contains { $0.split(separator: ",").contains { $0.trimmingSpaces() == "no-cache" } }
         do {
             return try await self.manager.submit(exportRequest, fresh: fresh)
-        } catch .cacheFull {
-            throw APIError.cacheFull()
         } catch {
-            throw APIError.queueFull(retryAfterSeconds: 5)
+            switch error {
+            case .cacheFull: throw APIError.cacheFull()
+            case .queueFull: throw APIError.queueFull(retryAfterSeconds: 5)
+            case .tooManyExports: throw APIError.tooManyExports(retryAfterSeconds: 60)
+            case .shuttingDown: throw APIError.shuttingDown()
+            case .journalUnavailable: throw APIError.journalUnavailable()
+            }
         }
     }
 
@@ -103,7 +113,7 @@ struct ExportController: Sendable {
 
     /// Export ids are UUIDs; anything else in the path is simply not found.
     private static func exportID(_ text: String?) throws -> UUID {
-        guard let text, text.count == 36, let id = UUID(uuidString: text) else { throw APIError.notFound() }
+        guard let text, text.utf8.count == 36, let id = UUID(uuidString: text) else { throw APIError.notFound() }
         return id
     }
 }

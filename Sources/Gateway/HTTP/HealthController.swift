@@ -1,14 +1,18 @@
 import Cache
 import Hummingbird
 import NIOPosix
+import Synchronization
 
 /// `GET /health`: 200 when the database answers and the cache directory is
-/// writable, else 503; the JSON says which part is unhealthy. Both probes
-/// block, so they run on the thread pool.
+/// writable, else 503; the JSON says which part is unhealthy.
+///
+/// The probes (a new database connection and `SELECT 1`; a file written,
+/// synced and removed) run on the thread pools, and at most one set runs at a
+/// time: concurrent requests share it, and its answer serves for a second.
+/// So a flood of health checks costs the database one connection a second,
+/// and an answer never lags the truth by more than a second plus the probe.
 struct HealthController: Sendable {
-    let databaseURL: String
-    let store: ContentStore
-    var threadPool: NIOThreadPool = .singleton
+    let probe: HealthProbe
 
     private struct Body: Encodable {
         let status: String
@@ -21,25 +25,64 @@ struct HealthController: Sendable {
     }
 
     func check() async throws -> Response {
-        let url = Self.withConnectTimeout(self.databaseURL)
-        let store = self.store
-        async let database = self.threadPool.runIfActive { () -> Bool in
-            guard let db = try? PostgresConnection(url: url) else { return false }
-            defer { db.close() }
-            return (try? db.execute("SELECT 1")) != nil
-        }
-        async let cache = self.threadPool.runIfActive { store.isWritable() }
-        let (databaseOK, cacheOK) = try await (database, cache)
+        let (databaseOK, cacheOK) = await self.probe.result()
         let body = Body(status: databaseOK && cacheOK ? "ok" : "unhealthy", database: databaseOK ? "ok" : "unreachable", cache: cacheOK ? "ok" : "not writable")
         return try JSONBody.response(status: databaseOK && cacheOK ? .ok : .serviceUnavailable, body, headers: [.cacheControl: "no-store"])
     }
+}
 
-    /// Health must answer quickly even when the database host does not.
-    static func withConnectTimeout(_ url: String) -> String {
-        if url.contains("connect_timeout") { return url }
-        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            return url + (url.contains("?") ? "&" : "?") + "connect_timeout=3"
+/// One shared, briefly remembered health probe (see `HealthController`).
+final class HealthProbe: Sendable {
+    typealias Result = (database: Bool, cache: Bool)
+
+    private struct State {
+        var last: (at: ContinuousClock.Instant, result: Result)?
+        var running: Task<Result, Never>?
+    }
+
+    private let database: PostgresSettings
+    private let store: ContentStore
+    private let pools: BlockingPools
+    private let freshFor: Duration
+    private let state = Mutex(State())
+
+    init(database: PostgresSettings, store: ContentStore, pools: BlockingPools, freshFor: Duration = .seconds(1)) {
+        // Health must answer quickly even when the database host does not.
+        var settings = database
+        settings.connectTimeoutSeconds = min(settings.connectTimeoutSeconds, 3)
+        self.database = settings
+        self.store = store
+        self.pools = pools
+        self.freshFor = freshFor
+    }
+
+    func result() async -> Result {
+        let now = ContinuousClock.now
+        let pending = self.state.withLock { state -> Task<Result, Never>? in
+            if let last = state.last, now - last.at < self.freshFor { return nil }
+            if let running = state.running { return running }
+            // One short task per second at most, awaited by every caller.
+            let task = Task { await self.probe() }
+            state.running = task
+            return task
         }
-        return url + " connect_timeout=3"
+        guard let pending else { return self.state.withLock { $0.last?.result } ?? (false, false) }
+        return await pending.value
+    }
+
+    private func probe() async -> Result {
+        let (settings, store) = (self.database, self.store)
+        async let database = (try? self.pools.database.runIfActive { () -> Bool in
+            guard let db = try? PostgresConnection(settings) else { return false }
+            defer { db.close() }
+            return (try? db.execute("SELECT 1")) != nil
+        }) ?? false
+        async let cache = (try? self.pools.files.runIfActive { store.isWritable() }) ?? false
+        let result = await (database, cache)
+        self.state.withLock { state in
+            state.last = (ContinuousClock.now, result)
+            state.running = nil
+        }
+        return result
     }
 }

@@ -7,21 +7,30 @@ import Glibc
 /// One libpq connection, owned by whoever made it. Every call blocks: use it on
 /// a thread of its own (the export workers, a `NIOThreadPool`), never on an event
 /// loop or the cooperative pool. Not thread-safe; `close()` or `deinit` frees it.
-/// No `OpaquePointer` leaves this folder.
+/// A call after `close()` throws. No `OpaquePointer` leaves this folder.
 final class PostgresConnection {
     private var conn: OpaquePointer?
 
-    /// Connects with a libpq connection string or URI and puts the session in
-    /// UTC, so timestamps come out as the CSV contract says.
-    init(url: String) throws {
-        let conn = PQconnectdb(url)
+    /// Connects and puts the session in UTC, so timestamps come out as the CSV
+    /// contract says. Every connection has a connect timeout and TCP
+    /// keepalives (`PostgresSettings`), so a database host that vanishes is
+    /// noticed in seconds rather than never.
+    init(_ settings: PostgresSettings) throws {
+        let conn = Self.connect(settings)
         guard let conn, PQstatus(conn) == CONNECTION_OK else {
             let message = conn.map { Self.message(of: $0) } ?? "out of memory"
             PQfinish(conn)
             throw PostgresError.connectionFailed(message)
         }
         self.conn = conn
-        try self.execute("SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'")
+        var setup = "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'"
+        if let timeout = settings.statementTimeoutMilliseconds { setup += "; SET statement_timeout = \(timeout)" }
+        try self.execute(setup)
+    }
+
+    /// A connection with the default settings for `url`.
+    convenience init(url: String) throws {
+        try self.init(PostgresSettings(url: url))
     }
 
     deinit { self.close() }
@@ -31,24 +40,43 @@ final class PostgresConnection {
         self.conn = nil
     }
 
-    private var handle: OpaquePointer {
-        guard let conn = self.conn else { preconditionFailure("connection used after close") }
+    /// `PQconnectdbParams` with the settings' defaults first and the URL
+    /// after them, so that anything the URL sets itself wins.
+    private static func connect(_ settings: PostgresSettings) -> OpaquePointer? {
+        var pairs = settings.defaults
+        if !settings.url.isEmpty { pairs.append(("dbname", settings.url)) }
+        let keywords = pairs.map { strdup($0.0) } + [nil]
+        let values = pairs.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        return keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { k in
+            values.map { UnsafePointer($0) }.withUnsafeBufferPointer { v in
+                PQconnectdbParams(k.baseAddress, v.baseAddress, 1)
+            }
+        }
+    }
+
+    private func handle() throws -> OpaquePointer {
+        guard let conn = self.conn else { throw PostgresError.connectionLost("the connection was closed") }
         return conn
     }
 
     /// The backend's process id, for `pg_stat_activity` and `pg_terminate_backend`.
-    var backendPID: Int32 { PQbackendPID(self.handle) }
+    var backendPID: Int32 { self.conn.map { PQbackendPID($0) } ?? 0 }
 
     /// A handle that can cancel this connection's running query from another thread.
     func makeCanceller() -> PostgresCanceller? {
-        PQgetCancel(self.handle).map(PostgresCanceller.init)
+        self.conn.flatMap { PQgetCancel($0) }.map(PostgresCanceller.init)
     }
 
     /// Runs SQL (several statements allowed, no parameters) and returns the rows
     /// of the last result as text, NULL as nil.
     @discardableResult
     func execute(_ sql: String) throws -> [[String?]] {
-        guard let result = PQexec(self.handle, sql) else { throw PostgresError.connectionLost(Self.message(of: self.handle)) }
+        let conn = try self.handle()
+        guard let result = PQexec(conn, sql) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         defer { PQclear(result) }
         return try self.rows(of: result)
     }
@@ -56,14 +84,15 @@ final class PostgresConnection {
     /// Runs one statement with text parameters bound by libpq (`$1`, `$2`, …).
     @discardableResult
     func execute(_ sql: String, parameters: [String?]) throws -> [[String?]] {
+        let conn = try self.handle()
         var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.map { strdup($0) } ?? nil }
         defer { cStrings.forEach { free($0) } }
         let result = cStrings.withUnsafeMutableBufferPointer { buffer in
             buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { params in
-                PQexecParams(self.handle, sql, Int32(parameters.count), nil, params.baseAddress, nil, nil, 0)
+                PQexecParams(conn, sql, Int32(parameters.count), nil, params.baseAddress, nil, nil, 0)
             }
         }
-        guard let result else { throw PostgresError.connectionLost(Self.message(of: self.handle)) }
+        guard let result else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         defer { PQclear(result) }
         return try self.rows(of: result)
     }
@@ -71,8 +100,11 @@ final class PostgresConnection {
     /// A string literal for SQL, quoted and escaped by libpq for this connection's
     /// encoding and settings. For statements that cannot bind parameters, like COPY.
     func literal(_ value: String) throws -> String {
-        guard let escaped = PQescapeLiteral(self.handle, value, value.utf8.count) else {
-            throw PostgresError.queryFailed(sqlState: nil, Self.message(of: self.handle))
+        let conn = try self.handle()
+        // libpq stops at a NUL byte, which would quietly shorten the value.
+        guard !value.utf8.contains(0) else { throw PostgresError.queryFailed(sqlState: nil, "a literal with a NUL byte") }
+        guard let escaped = PQescapeLiteral(conn, value, value.utf8.count) else {
+            throw PostgresError.queryFailed(sqlState: nil, Self.message(of: conn))
         }
         defer { PQfreemem(escaped) }
         return String(cString: escaped)
@@ -88,7 +120,7 @@ final class PostgresConnection {
         onRow: (UnsafeRawBufferPointer) throws -> Void,
         onIdle: () throws -> Void
     ) throws {
-        let conn = self.handle
+        let conn = try self.handle()
         guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         guard let first = PQgetResult(conn) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         let firstStatus = PQresultStatus(first)
@@ -145,7 +177,8 @@ final class PostgresConnection {
     }
 
     private func drainResults() {
-        while let result = PQgetResult(self.handle) { PQclear(result) }
+        guard let conn = self.conn else { return }
+        while let result = PQgetResult(conn) { PQclear(result) }
     }
 
     private func rows(of result: OpaquePointer) throws -> [[String?]] {

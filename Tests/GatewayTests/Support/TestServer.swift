@@ -60,7 +60,7 @@ final class TestServer: Sendable {
         configuration.exports.rangeWaitSeconds = rangeWaitSeconds
         configuration.exports.cacheTTLSeconds = cacheTTLSeconds
         configuration.exports.exportTTLSeconds = exportTTLSeconds
-        configuration.exports.cacheMaxBytes = cacheMaxBytes
+        configuration.cache.maxBytes = cacheMaxBytes
         if let cacheDirectory { configuration.cache.directory = cacheDirectory }
         configuration.exports.fastStart = fastStart
         // Quiet by default: stopping a server with open connections logs errors
@@ -74,7 +74,7 @@ final class TestServer: Sendable {
         }
         let task = Task {
             defer { portContinuation.finish() }
-            try await app.run()
+            try await app.application.run()
         }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else {

@@ -1,0 +1,262 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+@_spi(CustomByteBufferAllocator) import NIOCore
+import Synchronization
+
+/// One budget of bytes for the read buffers of every download, so that memory
+/// stays bounded however many clients read and however slowly.
+///
+/// A reader asks for a buffer before each read and waits, first come first
+/// served, while the budget is spent. A buffer goes back to the budget the
+/// moment its last reference goes: not when the reader is done with it, but
+/// when the connection has sent it, because the pool allocates the buffer's
+/// memory itself (NIO's custom-allocator hooks) and hears of the free. So a
+/// slow client that holds chunks in its socket's queue holds them against the
+/// budget, and no one has to poll to find out when they are sent.
+///
+/// Chunks come in a few sizes (64 KiB to 512 KiB). A lone fast download gets
+/// the largest; as more readers share the budget each gets a smaller share
+/// (`chunkSize(preferred:)`), so many slow downloads take turns rather than
+/// starve. Freed blocks are kept for reuse up to a small cap (reusing mapped
+/// memory saves a page fault per 4 KiB), and the rest go back to the system.
+public final class ReadBufferPool: Sendable {
+    /// The chunk sizes handed out, smallest first. All are at least glibc's
+    /// mmap threshold as `MemoryTuning` sets it (64 KiB), so a block that is
+    /// freed goes back to the system at once.
+    public static let sizeClasses = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
+
+    /// Bytes of buffers that may exist at once.
+    public let limit: Int
+    /// Bytes of freed blocks kept for reuse.
+    private let keepLimit: Int
+
+    private struct Waiter {
+        let id: Int
+        let size: Int
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        /// Bytes of buffers handed out and not yet freed (by us or by NIO).
+        var inUse = 0
+        /// Freed blocks kept for reuse, by size, as addresses.
+        var kept: [Int: [UInt]] = [:]
+        var keptBytes = 0
+        /// Readers waiting for room, first come first served.
+        var waiters: [Waiter] = []
+        var nextWaiterID = 0
+        /// Readers that share the budget now (see `lease()`).
+        var readers = 0
+
+        /// Grants waiting readers in order while the budget has room for the first.
+        mutating func grantWaiters(limit: Int) -> [Waiter] {
+            var granted: [Waiter] = []
+            while let first = self.waiters.first, self.inUse + first.size <= limit {
+                self.inUse += first.size
+                granted.append(self.waiters.removeFirst())
+            }
+            return granted
+        }
+    }
+
+    private let state = Mutex(State())
+
+    /// - Parameter limit: the budget in bytes; at least twice the smallest chunk.
+    public init(limit: Int) {
+        self.limit = max(limit, 2 * Self.sizeClasses[0])
+        self.keepLimit = min(self.limit / 8, 4 << 20)
+    }
+
+    deinit {
+        // Every buffer handed out holds the pool, so only kept blocks are left.
+        self.state.withLock { state in
+            for address in state.kept.values.joined() {
+                free(UnsafeMutableRawPointer(bitPattern: address))
+            }
+        }
+    }
+
+    /// A handle for one download: while it lives, the reader counts in the
+    /// fair share of the budget.
+    public func lease() -> ReadBufferLease { ReadBufferLease(pool: self) }
+
+    /// Bytes of buffers that exist now (handed out, not yet freed).
+    public var bytesInUse: Int { self.state.withLock { $0.inUse } }
+    /// Bytes of freed blocks kept for reuse.
+    public var bytesKept: Int { self.state.withLock { $0.keptBytes } }
+    /// Readers waiting for room in the budget.
+    public var waiting: Int { self.state.withLock { $0.waiters.count } }
+
+    /// The chunk size for a reader that would like `preferred` bytes: the
+    /// largest size class within both `preferred` and a fair share of the
+    /// budget (half of it per reader, so each can have one chunk in the
+    /// connection and one being read), never below the smallest class.
+    public func chunkSize(preferred: Int) -> Int {
+        let readers = self.state.withLock { max(1, $0.readers) }
+        let share = self.limit / (2 * readers)
+        let cap = min(preferred, share)
+        return Self.sizeClasses.last(where: { $0 <= cap }) ?? Self.sizeClasses[0]
+    }
+
+    /// A buffer of `size` bytes (a size class), once the budget has room for
+    /// it. Throws `CancellationError` if the waiting task is cancelled.
+    public func buffer(size requested: Int) async throws -> ByteBuffer {
+        let size = Self.sizeClasses.first(where: { $0 >= requested }) ?? Self.sizeClasses[Self.sizeClasses.count - 1]
+        let waiterID = Mutex<Int?>(nil)
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let granted = self.state.withLock { state -> Bool in
+                    if state.waiters.isEmpty, state.inUse + size <= self.limit {
+                        state.inUse += size
+                        return true
+                    }
+                    let id = state.nextWaiterID
+                    state.nextWaiterID += 1
+                    state.waiters.append(Waiter(id: id, size: size, continuation: continuation))
+                    waiterID.withLock { $0 = id }
+                    return false
+                }
+                if granted {
+                    continuation.resume()
+                } else if Task.isCancelled {
+                    self.cancelWaiter(waiterID)
+                }
+            }
+        } onCancel: {
+            self.cancelWaiter(waiterID)
+        }
+        return try self.makeBuffer(size: size)
+    }
+
+    /// Removes a waiting reader whose task was cancelled (a client that went
+    /// away) and fails its wait.
+    private func cancelWaiter(_ waiterID: borrowing Mutex<Int?>) {
+        guard let id = waiterID.withLock({ $0 }) else { return }
+        let waiter = self.state.withLock { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: CancellationError())
+        // The head of the queue may have been waiting behind this one.
+        self.resume(self.state.withLock { $0.grantWaiters(limit: self.limit) })
+    }
+
+    /// Turns a granted reservation into a buffer, from a kept block or fresh memory.
+    private func makeBuffer(size: Int) throws -> ByteBuffer {
+        let kept = self.state.withLock { state -> UInt? in
+            guard let address = state.kept[size]?.popLast() else { return nil }
+            state.keptBytes -= size
+            return address
+        }
+        let block: UnsafeMutableRawPointer
+        if let kept, let pointer = UnsafeMutableRawPointer(bitPattern: kept) {
+            block = pointer
+        } else if let fresh = malloc(BlockHeader.size + size) {
+            block = fresh
+        } else {
+            self.giveBack(size: size, block: nil)
+            throw CacheError.failed("out of memory for a \(size)-byte read buffer")
+        }
+        // The block holds the pool until it is freed, so the free hook can find it.
+        BlockHeader.write(to: block, capacity: size, pool: Unmanaged.passRetained(self).toOpaque())
+        let payload = UnsafeMutableRawBufferPointer(start: block + BlockHeader.size, count: size)
+        return ByteBuffer(takingOwnershipOf: payload, allocator: Self.allocator, readerIndex: 0, writerIndex: 0)
+    }
+
+    /// A block's last reference went (called by the free hook, on any thread):
+    /// keep it or free it, and let waiting readers in.
+    fileprivate func giveBack(size: Int, block: UnsafeMutableRawPointer?) {
+        let address = block.map { UInt(bitPattern: $0) }
+        let (kept, woken) = self.state.withLock { state -> (Bool, [Waiter]) in
+            state.inUse -= size
+            var kept = false
+            if let address, state.keptBytes + size <= self.keepLimit {
+                state.kept[size, default: []].append(address)
+                state.keptBytes += size
+                kept = true
+            }
+            return (kept, state.grantWaiters(limit: self.limit))
+        }
+        if !kept, let block { free(block) }
+        self.resume(woken)
+    }
+
+    private func resume(_ waiters: [Waiter]) {
+        for waiter in waiters { waiter.continuation.resume() }
+    }
+
+    fileprivate func readerJoined() { self.state.withLock { $0.readers += 1 } }
+    fileprivate func readerLeft() { self.state.withLock { $0.readers -= 1 } }
+
+    /// The allocator of every pool buffer. Its hooks are C functions and know
+    /// no pool, so a block carries its pool's address in a header before the
+    /// bytes. NIO calls `allocate` and `reallocate` only if it had to copy or
+    /// grow one of these buffers (the readers never do): such blocks are
+    /// plain memory outside any budget.
+    static let allocator = ByteBufferAllocator(
+        allocate: { size in
+            guard let block = malloc(BlockHeader.size + size) else { return nil }
+            BlockHeader.write(to: block, capacity: size, pool: nil)
+            return block + BlockHeader.size
+        },
+        reallocate: { pointer, oldSize, newSize in
+            guard let block = malloc(BlockHeader.size + newSize) else { return nil }
+            BlockHeader.write(to: block, capacity: newSize, pool: nil)
+            if let pointer {
+                (block + BlockHeader.size).copyMemory(from: pointer, byteCount: min(oldSize, newSize))
+                ReadBufferPool.release(pointer)
+            }
+            return block + BlockHeader.size
+        },
+        deallocate: { pointer in ReadBufferPool.release(pointer) },
+        copy: { destination, source, count in destination.copyMemory(from: source, byteCount: count) }
+    )
+
+    /// The free hook: gives a pool block back to its pool, frees any other.
+    fileprivate static func release(_ pointer: UnsafeMutableRawPointer) {
+        let block = pointer - BlockHeader.size
+        let (capacity, pool) = BlockHeader.read(from: block)
+        guard let pool else {
+            free(block)
+            return
+        }
+        Unmanaged<ReadBufferPool>.fromOpaque(pool).takeRetainedValue().giveBack(size: capacity, block: block)
+    }
+}
+
+/// A download's share of a `ReadBufferPool`: buffers sized by the fair share
+/// while it lives. One per response.
+public final class ReadBufferLease: ReadBufferSource {
+    private let pool: ReadBufferPool
+
+    fileprivate init(pool: ReadBufferPool) {
+        self.pool = pool
+        pool.readerJoined()
+    }
+
+    deinit { self.pool.readerLeft() }
+
+    public func buffer(preferred: Int) async throws -> ByteBuffer {
+        try await self.pool.buffer(size: self.pool.chunkSize(preferred: preferred))
+    }
+}
+
+/// The 64 bytes before a pool buffer's bytes: its capacity and its pool (or
+/// none). 64 keeps the bytes as aligned as `malloc` made the block.
+private enum BlockHeader {
+    static let size = 64
+
+    static func write(to block: UnsafeMutableRawPointer, capacity: Int, pool: UnsafeMutableRawPointer?) {
+        block.storeBytes(of: UInt64(capacity), toByteOffset: 0, as: UInt64.self)
+        block.storeBytes(of: UInt(bitPattern: pool), toByteOffset: 8, as: UInt.self)
+    }
+
+    static func read(from block: UnsafeMutableRawPointer) -> (capacity: Int, pool: UnsafeMutableRawPointer?) {
+        let capacity = Int(block.load(fromByteOffset: 0, as: UInt64.self))
+        let pool = UnsafeMutableRawPointer(bitPattern: block.load(fromByteOffset: 8, as: UInt.self))
+        return (capacity, pool)
+    }
+}

@@ -1,0 +1,63 @@
+import Dispatch
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The thread pools for blocking work, one per kind, so that one kind
+/// stalling never stalls another: a database that does not answer holds up
+/// journal writes, not downloads; a burst of gzip holds up compression, not
+/// reads; deleting a gigabyte file holds up other deletions, not reads.
+/// (Exports run on threads of their own, `ExportManager`'s workers.)
+///
+/// A `Service` only so that its threads stop with the application, after
+/// the server and the manager (it is first in the service group).
+final class BlockingPools: Service, Sendable {
+    /// Reads of cache files for downloads, and their opens.
+    let downloads: NIOThreadPool
+    /// Journal statements, query cancels (`PQcancel`), health probes.
+    let database: NIOThreadPool
+    /// One thread: every rename into and deletion from `objects/`, in order
+    /// (see `ExportManager+Cache.swift`), and the closing of cache files.
+    let files: NIOThreadPool
+    /// Gzip compression.
+    let compression: NIOThreadPool
+
+    init(downloadThreads: Int = 4, databaseThreads: Int = 4, compressionThreads: Int = 1) {
+        self.downloads = NIOThreadPool(numberOfThreads: max(1, downloadThreads))
+        self.database = NIOThreadPool(numberOfThreads: max(1, databaseThreads))
+        self.files = NIOThreadPool(numberOfThreads: 1)
+        self.compression = NIOThreadPool(numberOfThreads: max(1, compressionThreads))
+        for pool in self.all { pool.start() }
+    }
+
+    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression] }
+
+    func run() async throws {
+        // Returns on graceful shutdown, throws when cancelled: both end it.
+        try? await gracefulShutdown()
+        await self.shutdown()
+    }
+
+    /// Stops every pool once its running work is done.
+    func shutdown() async {
+        for pool in self.all { try? await pool.shutdownGracefully() }
+    }
+}
+
+extension NIOThreadPool {
+    /// Runs `body` on the pool and blocks the calling thread until it is
+    /// done. Only for threads that may block (the export workers): never
+    /// from an event loop or the cooperative pool.
+    func runAndWait<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<T, any Error>?>(nil)
+        self.submit { state in
+            let outcome: Result<T, any Error> = state == .active ? Result { try body() } : .failure(CancellationError())
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        guard let outcome = result.withLock({ $0 }) else { throw CancellationError() }
+        return try outcome.get()
+    }
+}

@@ -1,0 +1,113 @@
+import Cache
+import Foundation
+
+/// The cache's bytes and files, as the manager keeps them: room under
+/// CACHE_MAX_BYTES (eviction), publishing into `objects/`, deleting from it,
+/// and the files readers hold open.
+///
+/// **Order in `objects/`.** Files are content-addressed: two runs can publish
+/// the same name. So that a deletion decided for one run can never remove the
+/// file another run has just published under the same name, every rename
+/// into `objects/` (`install`) and every deletion from it (`remove`) runs on
+/// one thread (`BlockingPools.files`), and each checks the ledger there: a
+/// deletion skips a file that is held again, and an install keeps an
+/// existing file that is held. No lock is held across the I/O.
+extension ExportManager {
+    /// True if `bytes` more fit under CACHE_MAX_BYTES, evicting what may go.
+    func hasRoom(for bytes: Int) -> Bool {
+        let probe = UUID()
+        let fits = self.reserve(bytes, for: probe, writing: nil)
+        self.endPartial(probe)
+        return fits
+    }
+
+    /// Reserves `bytes` more for `producer`'s partial file under
+    /// CACHE_MAX_BYTES, evicting the least recently used finished runs that no
+    /// export needs (never `writing`, the run asking) while it does not fit.
+    /// False when even that is not enough. Readers of an evicted file keep
+    /// reading it (they opened it before); its bytes count until they close it.
+    func reserve(_ bytes: Int, for producer: UUID, writing: ExportRun?) -> Bool {
+        let limit = self.cacheMaxBytes
+        let (fits, removals) = self.state.withLock { state -> (Bool, [String]) in
+            if state.ledger.reserve(bytes, for: producer, limit: limit) { return (true, []) }
+            let evictable = state.runs.values
+                .filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
+                .sorted { (state.lastUsed[$0.id] ?? .distantPast) < (state.lastUsed[$1.id] ?? .distantPast) }
+            var removals: [String] = []
+            for run in evictable {
+                removals += state.forget(run)
+                if state.ledger.reserve(bytes, for: producer, limit: limit) { return (true, removals) }
+            }
+            return (false, removals)
+        }
+        self.remove(removals)
+        if !removals.isEmpty { self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(removals.count)"]) }
+        return fits
+    }
+
+    /// The producer's partial file is gone (published or discarded).
+    func endPartial(_ producer: UUID) {
+        self.state.withLock { $0.ledger.endPartial(producer) }
+    }
+
+    /// Bytes the cache holds now, as the ledger counts them.
+    var cacheBytes: Int { self.state.withLock { $0.ledger.totalBytes } }
+
+    /// Publishes a sealed file for run `holder`: renames it into `objects/`
+    /// (keeping an identical file that another run holds) and records the
+    /// hold. If the run was forgotten meanwhile (cancelled and dropped), the
+    /// file goes again and this throws. Runs on the files thread only.
+    func install(_ sealed: SealedFile, holder run: ExportRun, producer: UUID) throws -> PublishedFile {
+        let (alive, keep) = self.state.withLock { ($0.runs[run.id] === run, $0.ledger.isHeld(sealed.path)) }
+        guard alive else {
+            self.store.discard(sealed)
+            self.endPartial(producer)
+            throw CacheError.cancelled()
+        }
+        let published = try self.store.install(sealed, keepExisting: keep)
+        let orphan = self.state.withLock { state -> Bool in
+            state.ledger.endPartial(producer)
+            state.ledger.hold(published)
+            guard state.runs[run.id] === run else { return state.ledger.release(published.path) }
+            state.held[run.id, default: []].append(published.path)
+            return false
+        }
+        if orphan {
+            // The run went while the file was renamed; this is the files thread, so in order.
+            self.store.removeObject(atPath: published.path)
+            throw CacheError.cancelled()
+        }
+        return published
+    }
+
+    /// Deletes files no run holds any more, on the files thread, each only if
+    /// it is still not held when its turn comes.
+    func remove(_ paths: [String]) {
+        for path in paths {
+            self.pools.files.submit { _ in
+                guard !self.state.withLock({ $0.ledger.isHeld(path) }) else { return }
+                self.store.removeObject(atPath: path)
+            }
+        }
+    }
+
+    /// Opens a finished file for a download, before anything is promised to
+    /// the client, and counts it as open in the ledger until it is closed (a
+    /// deleted file's bytes stay on disk until then). Throws if the file is
+    /// no longer in the cache.
+    func openPublished(_ file: PublishedFile) async throws -> OpenedFile {
+        let closer = FileCloser(threadPool: self.pools.files)
+        return try await self.pools.downloads.runIfActive {
+            guard let token = self.state.withLock({ $0.ledger.open(file.path) }) else {
+                throw CacheError.failed("\(file.path) is no longer held")
+            }
+            let closed: @Sendable () -> Void = { self.state.withLock { $0.ledger.close(token) } }
+            do {
+                return try OpenedFile(path: file.path, closer: closer, onClose: closed)
+            } catch {
+                closed()
+                throw error
+            }
+        }
+    }
+}

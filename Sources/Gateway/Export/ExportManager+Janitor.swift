@@ -1,0 +1,48 @@
+import Cache
+import Foundation
+
+/// The janitor: exports past EXPORT_TTL expire (410, files go when no other
+/// export needs them), runs no export needs are dropped once CACHE_TTL has
+/// passed, and the cache is brought back under CACHE_MAX_BYTES.
+extension ExportManager {
+    /// How often the janitor looks for expired exports and stale files.
+    var sweepInterval: Duration {
+        .seconds(max(1, min(60, min(self.exportTTL, self.cacheTTL) / 4)))
+    }
+
+    /// The janitor's round.
+    func sweep() async {
+        let now = Date()
+        let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
+        if !old.isEmpty { await self.expire(old) }
+        let removals = self.state.withLock { state -> [String] in
+            state.expired = state.expired.filter { now.timeIntervalSince($0.value) < self.exportTTL }
+            let stale = state.runs.values.filter { run in
+                (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
+            }
+            return stale.flatMap { state.forget($0) }
+        }
+        self.remove(removals)
+        _ = self.hasRoom(for: 0)
+        let keep = Int(self.exportTTL)
+        try? await self.onDatabasePool { try $0.journal.forgetExpired(after: keep) }
+    }
+
+    /// Removes exports past EXPORT_TTL (cancelling them if they still run),
+    /// remembers their ids for 410, and journals it. The journal is not an
+    /// acknowledgement here: a restart finds them expired by their age anyway.
+    func expire(_ jobs: [ExportJob]) async {
+        for job in jobs {
+            if job.run.status == .queued || job.run.status == .running { self.applyCancel(job) }
+            let removals = self.state.withLock { state -> [String] in
+                guard state.jobs[job.id] != nil else { return [] }
+                state.expired[job.id] = Date()
+                return state.leave(job)
+            }
+            self.remove(removals)
+        }
+        let ids = jobs.map(\.id)
+        try? await self.onDatabasePool { try $0.journal.markExpired(ids) }
+        self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
+    }
+}

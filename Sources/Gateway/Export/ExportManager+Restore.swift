@@ -1,0 +1,82 @@
+import Cache
+import Foundation
+
+extension ExportManager {
+    /// Brings back the exports of the journal after a restart: finished ones
+    /// whose file is on disk as they were, failed and cancelled ones as
+    /// such, and the rest (queued, running, or finished with the file gone)
+    /// queued again under the same ids. Then removes every file in the cache
+    /// that no export refers to. Blocking (file checks); call it on a thread
+    /// pool before serving.
+    func restore(_ records: [ExportJournal.Record]) -> (restored: Int, requeued: Int) {
+        var requeue: [ExportRun] = []
+        var restored = 0
+        var newlyExpired: [UUID] = []
+        for (runID, rows) in Dictionary(grouping: records, by: \.runID) {
+            guard let first = rows.first, let request = try? ExportRequest.parse(try QueryString.parse(first.query)) else {
+                self.logger.warning("journal row with an unreadable request skipped", metadata: [LogKey.runID: "\(runID)"])
+                continue
+            }
+            let now = Date()
+            let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
+            self.state.withLock { state in
+                for row in rows where isExpired(row) { state.expired[row.id] = row.expiredAt ?? now }
+            }
+            newlyExpired += rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id)
+            let rows = rows.filter { !isExpired($0) }
+            guard !rows.isEmpty else { continue }
+            let live = rows.filter { $0.cancelledAt == nil }
+            let run: ExportRun
+            if let done = live.first(where: { $0.status == .completed }), let file = self.onDisk(done.sha256, done.sizeBytes, suffix: ".csv") {
+                let gzip = self.onDisk(done.gzipSha256, done.gzipSizeBytes, suffix: ".csv.gz")
+                let lifecycle = ExportLifecycle(status: .completed, startedAt: done.startedAt, completedAt: done.completedAt, file: file, errorMessage: nil)
+                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: done.rows ?? 0, gzip: gzip)
+            } else if live.contains(where: { $0.status != .failed }) {
+                run = ExportRun(id: runID, request: request)
+                requeue.append(run)
+            } else {
+                let failed = live.first
+                let status: ExportLifecycle.Status = failed == nil ? .cancelled : .failed
+                let lifecycle = ExportLifecycle(status: status, startedAt: failed?.startedAt, completedAt: failed?.completedAt ?? rows[0].cancelledAt, file: nil, errorMessage: failed?.error)
+                run = ExportRun(id: runID, request: request, ended: lifecycle, rows: 0, gzip: nil)
+            }
+            self.state.withLock { state in
+                state.runs[run.id] = run
+                state.lastUsed[run.id] = run.completedAt ?? now
+                state.members[run.id] = Set(live.map(\.id))
+                for row in rows {
+                    state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
+                }
+                for file in [run.publishedFile, run.publishedGzip].compactMap({ $0 }) {
+                    state.ledger.hold(file)
+                    state.held[run.id, default: []].append(file.path)
+                }
+                if run.status == .queued || self.isJoinable(run, state: state) { state.latest[request.cacheKey] = run }
+            }
+            restored += rows.count
+        }
+        do {
+            try self.journal.markExpired(newlyExpired)
+        } catch {
+            self.logger.notice("expired exports not journaled; they expire again by age on the next start")
+        }
+        for run in requeue.sorted(by: { $0.id.uuidString < $1.id.uuidString }) {
+            let admission = self.state.withLock { $0.scheduler.readmit(run.id) }
+            if admission == .start { self.dispatch(run) }
+        }
+        let names = self.store.objectNames()
+        let held = self.state.withLock { state in Set(names.filter { state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) }) }
+        for name in names where !held.contains(name) {
+            self.store.removeObject(atPath: self.store.objectsDirectory + "/" + name)
+        }
+        return (restored, requeue.count)
+    }
+
+    /// The published file with this hash and size, if it is still in the cache.
+    private func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
+        guard let sha256, let size, sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        let path = self.store.objectPath(sha256: sha256, suffix: suffix)
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), (attributes[.size] as? Int) == size else { return nil }
+        return PublishedFile(path: path, size: size, sha256: sha256)
+    }
+}

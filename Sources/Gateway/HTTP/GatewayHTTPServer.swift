@@ -1,0 +1,242 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import Synchronization
+
+/// Hummingbird's HTTP/1.1 child channel with the bounds a public server
+/// needs around it, set up per connection:
+///
+/// - **Connections**: past `maxConnections` open at once, a new connection's
+///   requests are answered `503` with `Retry-After` and the connection closed,
+///   except `GET /health`, which is still served (an operator can see why);
+///   past twice that, the server stops accepting and connections wait in the
+///   listen backlog (`availableConnections`).
+/// - **Time**: `ConnectionTimeouts`: a request head must arrive within
+///   REQUEST_HEADER_TIMEOUT of its first byte (slowloris), an idle kept-alive
+///   connection lives KEEP_ALIVE_TIMEOUT.
+/// - **Size**: a request head (request line and headers) of more than
+///   MAX_HEADER_BYTES, or more than 100 header fields, is answered `431` and
+///   the connection closed.
+///
+/// The rest is Hummingbird's own pipeline: NIO's HTTP/1 codec, the HTTPTypes
+/// codec, its connection-state handler (which closes idle connections when
+/// the server shuts down) and its request loop (`handleHTTP`).
+struct GatewayHTTPServer: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+
+    struct Limits: Sendable {
+        var maxConnections = 1024
+        var headerTimeout: TimeAmount = .seconds(10)
+        var keepAliveTimeout: TimeAmount = .seconds(15)
+        var maxHeaderBytes = 16 * 1024
+        var maxHeaderFields = 100
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let limits: Limits
+    let connections: ConnectionCounter
+
+    /// The server builder for `Application(server:)`.
+    static func builder(limits: Limits, connections: ConnectionCounter) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in GatewayHTTPServer(responder: responder, limits: limits, connections: connections) }
+    }
+
+    /// Stops accepting past twice the connection limit (the backlog holds the rest).
+    static func availableConnections(_ limits: Limits, logger: Logger) -> MaximumAvailableConnections {
+        MaximumAvailableConnections(2 * limits.maxConnections, logger: logger)
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let overLimit = self.connections.opened() > self.limits.maxConnections
+            let counter = self.connections
+            channel.closeFuture.whenComplete { _ in counter.closed() }
+            let guardian = ConnectionGuard(channel: channel, limits: self.limits, overLimit: overLimit, logger: logger)
+            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+            decoderLimits.maxHeaderFieldSize = self.limits.maxHeaderBytes
+            decoderLimits.maxHeaderListSize = self.limits.maxHeaderBytes
+            decoderLimits.maxHeaderFieldCount = self.limits.maxHeaderFields
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHandler(BytesWatcher(guardian))
+            try pipeline.configureHTTPServerPipeline(
+                withPipeliningAssistance: false,  // requests are taken one at a time by handleHTTP
+                withErrorHandling: false,  // parse errors: RequestGuard (431) or Hummingbird (400)
+                withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(),
+                withDecoderLimitConfiguration: decoderLimits
+            )
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandler(RequestGuard(guardian))
+            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+            return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+        }
+    }
+
+    func handle(value asyncChannel: Value, logger: Logger) async {
+        await self.handleHTTP(asyncChannel: asyncChannel, logger: logger)
+    }
+}
+
+/// Open client connections, across event loops.
+final class ConnectionCounter: Sendable {
+    private let count = Atomic<Int>(0)
+
+    init() {}
+
+    /// One more; returns how many are open now.
+    func opened() -> Int { self.count.wrappingAdd(1, ordering: .relaxed).newValue }
+    func closed() { self.count.wrappingSubtract(1, ordering: .relaxed) }
+    var current: Int { self.count.load(ordering: .relaxed) }
+}
+
+/// One connection's timeouts and limits; its two handlers report to it.
+/// Lives on the connection's event loop: every call comes from there.
+private final class ConnectionGuard {
+    private weak var channel: (any Channel)?
+    private let eventLoop: any EventLoop
+    private let limits: GatewayHTTPServer.Limits
+    private let logger: Logger
+    /// Opened past MAX_CONNECTIONS: every request but a health check gets 503.
+    let overLimit: Bool
+    private var timeouts: ConnectionTimeouts<NIODeadline>
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+
+    init(channel: any Channel, limits: GatewayHTTPServer.Limits, overLimit: Bool, logger: Logger) {
+        self.channel = channel
+        self.eventLoop = channel.eventLoop
+        self.limits = limits
+        self.overLimit = overLimit
+        self.logger = logger
+        let (header, keepAlive) = (limits.headerTimeout, limits.keepAliveTimeout)
+        self.timeouts = ConnectionTimeouts(connectedAt: .now(), header: { $0 + header }, keepAlive: { $0 + keepAlive })
+        self.rearm()
+    }
+
+    func bytesReceived() {
+        self.timeouts.bytesReceived(at: .now())
+        self.rearm()
+    }
+
+    func headReceived() {
+        self.timeouts.headReceived()
+        self.rearm()
+    }
+
+    func responseEnded() {
+        self.timeouts.responseEnded(at: .now())
+        self.rearm()
+    }
+
+    func closed() {
+        self.timer?.cancel()
+        self.timer = nil
+    }
+
+    /// Keeps one timer at the deadline in force.
+    private func rearm() {
+        let deadline = self.timeouts.deadline
+        guard deadline != self.timerDeadline else { return }
+        self.timer?.cancel()
+        self.timer = nil
+        self.timerDeadline = deadline
+        guard let deadline else { return }
+        self.timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.fire()
+        }
+    }
+
+    private func fire() {
+        self.timer = nil
+        self.timerDeadline = nil
+        if self.timeouts.isExpired(at: .now()) {
+            self.logger.debug("closing a connection that took too long to send a request, or sat idle")
+            self.channel?.close(promise: nil)
+        } else {
+            self.rearm()
+        }
+    }
+}
+
+/// First in the pipeline: sees every byte a client sends (a request that has
+/// started but not finished).
+private final class BytesWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let guardian: ConnectionGuard
+
+    init(_ guardian: ConnectionGuard) { self.guardian = guardian }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.guardian.bytesReceived()
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.guardian.closed()
+        context.fireChannelInactive()
+    }
+}
+
+/// After the HTTP codecs: sees request heads and response ends, answers
+/// requests past the connection limit, and oversized heads.
+private final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let guardian: ConnectionGuard
+    /// A response of our own was written and the connection is closing:
+    /// nothing more goes to the application.
+    private var refused = false
+
+    init(_ guardian: ConnectionGuard) { self.guardian = guardian }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.refused else { return }
+        let part = self.unwrapInboundIn(data)
+        if case .head(let head) = part {
+            self.guardian.headReceived()
+            if self.guardian.overLimit, !(head.method == .get && head.path?.split(separator: "?").first == "/health") {
+                self.refuse(context: context, status: .serviceUnavailable, code: "too_many_connections",
+                    message: "the server has too many open connections (MAX_CONNECTIONS); retry shortly", retryAfter: 1)
+                return
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = self.unwrapOutboundIn(data) { self.guardian.responseEnded() }
+        context.write(data, promise: promise)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parse = error as? HTTPParserError, parse == .headerOverflow {
+            self.refuse(context: context, status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), code: "header_too_large",
+                message: "the request line and headers are too large (MAX_HEADER_BYTES) or too many", retryAfter: nil)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// Answers with a JSON error of our own and closes the connection.
+    private func refuse(context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, message: String, retryAfter: Int?) {
+        guard !self.refused else { return }
+        self.refused = true
+        let body = ByteBuffer(string: "{\"error\":\"\(code)\",\"message\":\"\(message)\"}\n")
+        var fields: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.readableBytes), .connection: "close"]
+        if let retryAfter { fields[.retryAfter] = String(retryAfter) }
+        context.write(self.wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(body)), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
