@@ -73,8 +73,19 @@ struct GatewayHTTPServer: ServerChildChannel, HTTPChannelHandler {
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try pipeline.addHandler(RequestGuard(guardian))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
-            return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            return try Self.wrap(channel)
         }
+    }
+
+    /// Wraps the connection so that the server's request loop can take it.
+    /// A connection accepted just as the server stops may never be taken:
+    /// NIO's current wrapper (`wrappingChannelSynchronously`, which
+    /// Hummingbird uses) traps when such a wrapper is dropped ("Deinited
+    /// NIOAsyncWriter without calling finish()", seen here when a shutdown
+    /// came under load), so this uses the older one, which closes the
+    /// connection instead. Its deprecation warning is the price.
+    private static func wrap(_ channel: any Channel) throws -> Value {
+        try NIOAsyncChannel(synchronouslyWrapping: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
     }
 
     func handle(value asyncChannel: Value, logger: Logger) async {

@@ -1,9 +1,9 @@
 import Foundation
 import Synchronization
 
-/// Runs real programs (curl, psql) for the tests, without blocking the
-/// cooperative pool: the exit is awaited through `terminationHandler`, and
-/// output goes to files, so large outputs never stall on a pipe.
+/// Runs real programs (curl, psql, the gateway) for the tests, without
+/// blocking the cooperative pool: the exit is awaited on a thread of its own,
+/// and output goes to files, so large outputs never stall on a pipe.
 struct ProcessResult: Sendable {
     let status: Int32
     let stdout: Data
@@ -11,36 +11,66 @@ struct ProcessResult: Sendable {
     var text: String { String(decoding: self.stdout, as: UTF8.self) }
 }
 
+/// A child process started with `posix_spawn`. Not Foundation's `Process`:
+/// on Linux with Swift 6.3.1 its `run()` crashes now and then, reading past
+/// a `dirent` while it lists `/proc/self/fd` (swift-corelibs-foundation
+/// PR #5472); seen here as "Bad pointer dereference" in a test that started
+/// a few hundred curls.
 final class RunningProcess: Sendable {
-    private let process: Process
+    let pid: pid_t
     private let outPath: String
     private let errPath: String
     private let exit: Task<Int32, Never>
 
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.resolve(executable))
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let id = UUID().uuidString
         self.outPath = NSTemporaryDirectory() + "proc-\(id).out"
         self.errPath = NSTemporaryDirectory() + "proc-\(id).err"
-        _ = FileManager.default.createFile(atPath: self.outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: self.errPath, contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: self.outPath)
-        process.standardError = FileHandle(forWritingAtPath: self.errPath)
-        process.standardInput = FileHandle.nullDevice
+        let path = Self.resolve(executable)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, self.outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, self.errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // Nothing of the test process (its sockets, the servers' files) leaks into the child.
+        Self.closeFrom?(&actions, 3)
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0)=\($1)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var spawned: pid_t = 0
+        let status = posix_spawn(&spawned, path, &actions, nil, argv, envp)
+        guard status == 0 else {
+            struct SpawnFailed: Error { let path: String; let errno: Int32 }
+            throw SpawnFailed(path: path, errno: status)
+        }
+        let pid = spawned
+        self.pid = pid
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
-        process.terminationHandler = { p in
-            continuation.yield(p.terminationStatus)
+        // waitpid blocks: a thread of its own, not the cooperative pool.
+        Thread.detachNewThread {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            // WIFEXITED ? WEXITSTATUS : 128 + the signal, as a shell reports it.
+            let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+            continuation.yield(code)
             continuation.finish()
         }
-        self.process = process
         self.exit = Task { for await status in stream { return status }; return -1 }
-        try process.run()
     }
 
-    var isRunning: Bool { self.process.isRunning }
+    /// True until the process has exited.
+    var isRunning: Bool { kill(self.pid, 0) == 0 && !self.hasExited }
+
+    private var hasExited: Bool {
+        // A zombie (exited, not yet reaped) still answers kill(0); /proc says which.
+        guard let stat = try? String(contentsOfFile: "/proc/\(self.pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
 
     func wait() async -> ProcessResult {
         let status = await self.exit.value
@@ -51,13 +81,24 @@ final class RunningProcess: Sendable {
         return ProcessResult(status: status, stdout: out, stderr: err)
     }
 
-    func terminate() { if self.process.isRunning { self.process.terminate() } }
+    /// SIGTERM.
+    func terminate() { if self.isRunning { kill(self.pid, SIGTERM) } }
+
+    /// SIGINT, as Ctrl-C sends.
+    func interrupt() { if self.isRunning { kill(self.pid, SIGINT) } }
 
     /// SIGKILL: the process gets no chance to clean up, as in a crash.
-    func kill9() { if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) } }
+    func kill9() { if self.isRunning { kill(self.pid, SIGKILL) } }
 
     /// What it has written to stderr so far.
     var stderrSoFar: String { (try? String(contentsOfFile: self.errPath, encoding: .utf8)) ?? "" }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later),
+    /// which Swift's Glibc module does not show.
+    private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     private static func resolve(_ name: String) -> String {
         if name.hasPrefix("/") { return name }

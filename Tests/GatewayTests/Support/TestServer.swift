@@ -13,6 +13,7 @@ final class TestServer: Sendable {
     let databaseURL: String
     let databaseName: String
     let cacheDirectory: String
+    let manager: ExportManager
     private let task: Task<Void, any Error>
 
     static var adminURL: String {
@@ -32,7 +33,8 @@ final class TestServer: Sendable {
         exportTTLSeconds: Int = 86_400,
         cacheMaxBytes: Int = 0,
         cacheDirectory: String? = nil,
-        fastStart: Bool = true
+        fastStart: Bool = true,
+        exportsTuning: (inout Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
         let url: String
@@ -63,6 +65,7 @@ final class TestServer: Sendable {
         configuration.cache.maxBytes = cacheMaxBytes
         if let cacheDirectory { configuration.cache.directory = cacheDirectory }
         configuration.exports.fastStart = fastStart
+        exportsTuning(&configuration)
         // Quiet by default: stopping a server with open connections logs errors
         // that are expected here. TEST_LOG_LEVEL=debug shows everything.
         var logger = Logger(label: "test-gateway")
@@ -76,6 +79,7 @@ final class TestServer: Sendable {
             defer { portContinuation.finish() }
             try await app.application.run()
         }
+        let manager = app.manager
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else {
             task.cancel()
@@ -83,10 +87,11 @@ final class TestServer: Sendable {
             struct NotStarted: Error {}
             throw NotStarted()
         }
-        return TestServer(port: port, databaseURL: url, databaseName: name, cacheDirectory: configuration.cache.directory, task: task)
+        return TestServer(port: port, databaseURL: url, databaseName: name, cacheDirectory: configuration.cache.directory, manager: manager, task: task)
     }
 
-    private init(port: Int, databaseURL: String, databaseName: String, cacheDirectory: String, task: Task<Void, any Error>) {
+    private init(port: Int, databaseURL: String, databaseName: String, cacheDirectory: String, manager: ExportManager, task: Task<Void, any Error>) {
+        self.manager = manager
         self.port = port
         self.databaseURL = databaseURL
         self.databaseName = databaseName
@@ -96,10 +101,12 @@ final class TestServer: Sendable {
 
     func url(_ path: String) -> String { "http://127.0.0.1:\(self.port)\(path)" }
 
-    func stop() async {
+    /// Stops the server (its tasks are cancelled: a shutdown at whatever
+    /// moment it comes), and removes its cache folder unless asked to keep it.
+    func stop(keepingCache: Bool = false) async {
         self.task.cancel()
         _ = await self.task.result
-        try? FileManager.default.removeItem(atPath: self.cacheDirectory)
+        if !keepingCache { try? FileManager.default.removeItem(atPath: self.cacheDirectory) }
     }
 
     /// Files in the cache's `partial/` or `objects/` folder.
