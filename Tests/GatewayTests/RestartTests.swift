@@ -20,11 +20,11 @@ struct RestartTests {
     }
 
     /// Starts the binary on a free port and waits until it serves.
-    static func launch(databaseURL: String, cacheDirectory: String) async throws -> (RunningProcess, String) {
+    static func launch(databaseURL: String, cacheDirectory: String, environment: [String: String] = [:]) async throws -> (RunningProcess, String) {
         let process = try RunningProcess(Self.binary, [], environment: [
             "DATABASE_URL": databaseURL, "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": cacheDirectory,
             "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
-        ])
+        ].merging(environment) { _, new in new })
         var base = ""
         try await eventually("the gateway listens") {
             guard let line = process.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),

@@ -148,7 +148,10 @@ final class TableLock: @unchecked Sendable {
     private init(db: PostgresConnection) { self.db = db }
 
     static func lockUsers(_ server: TestServer) async throws -> TableLock {
-        let url = server.databaseURL
+        try await Self.lockUsers(databaseURL: server.databaseURL)
+    }
+
+    static func lockUsers(databaseURL url: String) async throws -> TableLock {
         let db = try await NIOThreadPool.singleton.runIfActive { () -> TableLockBox in
             let db = try PostgresConnection(url: url)
             try db.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")

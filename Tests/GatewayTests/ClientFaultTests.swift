@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+@testable import Gateway
+
+/// Careless and hostile clients against the gateway binary, whose open
+/// descriptors and memory the test can watch: clients that hang up
+/// mid-download, slowloris, idle connections past MAX_CONNECTIONS, malformed
+/// and oversized requests, bytes that are not UTF-8 in every parameter.
+/// The process stays up, answers 4xx (never 5xx) to bad input, keeps
+/// answering /health, and its descriptors go back to where they were.
+@Suite(.serialized)
+struct ClientFaultTests {
+    static var script: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/clients.py").path
+    }
+
+    static func descriptors(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    static func port(_ base: String) -> String { String(base.split(separator: ":").last ?? "") }
+
+    @Test(.timeLimit(.minutes(3)))
+    func hangUpsSlowlorisAndIdleFloodsLeaveNothingBehind() async throws {
+        let url = try await BigDatabase.fresh()
+        let cache = try temporaryDirectory("clients")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: [
+            "REQUEST_HEADER_TIMEOUT": "2", "KEEP_ALIVE_TIMEOUT": "2", "MAX_CONNECTIONS": "100",
+        ])
+        defer { gateway.terminate() }
+        let done = try await ProcessFaultTests.finishedExport(base)
+        _ = try await curl(base + "/exports/\(done.id)/download", ["-r", "0-99"])
+        try await Task.sleep(for: .milliseconds(300))
+        let baseline = Self.descriptors(gateway.pid)
+
+        // 300 clients start a 52 MB download and hang up after a few KB, half with a reset.
+        let hangUps = try await run("python3", [Self.script, "disconnect", "127.0.0.1", Self.port(base), "/exports/\(done.id)/download", "300"])
+        #expect(hangUps.text.contains("done 300"), "\(hangUps.stderr)")
+        try await eventually(timeout: .seconds(15), "descriptors back to \(baseline)") { Self.descriptors(gateway.pid) <= baseline }
+
+        // 150 slowloris connections: closed within the header timeout, health answered meanwhile.
+        let slow = try await run("python3", [Self.script, "slowloris", "127.0.0.1", Self.port(base), "150", "6"])
+        #expect(slow.text.contains("closed 150 of 150"), "\(slow.text)")
+        #expect(slow.text.contains("health 200"), "\(slow.text)")
+        try await eventually(timeout: .seconds(10), "descriptors back after slowloris") { Self.descriptors(gateway.pid) <= baseline }
+
+        // 120 idle connections, past MAX_CONNECTIONS=100: a new one still gets
+        // its health check, and a clear 503 for anything else.
+        let idle = try await run("python3", [Self.script, "idle", "127.0.0.1", Self.port(base), "120", "1"])
+        #expect(idle.text.contains("health 200 lookup 503"), "\(idle.text)")
+        try await eventually(timeout: .seconds(10), "descriptors back after the idle flood") { Self.descriptors(gateway.pid) <= baseline }
+        #expect(try await curl(base + "/health").status == 200)
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func malformedRequestsAndBytesThatAreNotUTF8Get4xx() async throws {
+        let server = try await Shared.server.get()
+        let battery = try await run("python3", [Self.script, "malformed", "127.0.0.1", String(server.port)])
+        #expect(battery.status == 0, "\(battery.text)")
+        // Every parameter, its name and the export id in the path, with bytes that are not UTF-8.
+        for parameter in ExportRequest.parameterNames {
+            for bytes in ["%FF", "%C3", "%ED%A0%80", "%C0%AF", "%F4%90%80%80", "a%80"] {
+                let result = try await curl(server.url("/exports/csv?\(parameter)=\(bytes)"), method: "POST")
+                #expect(result.status == 400, "\(parameter)=\(bytes)")
+                #expect(result.json["parameter"] as? String == parameter, "\(parameter)=\(bytes)")
+            }
+        }
+        #expect(try await curl(server.url("/exports/csv?col%FFumns=id"), method: "POST").status == 400)
+        #expect(try await curl(server.url("/exports/%FF%FE/status")).status == 404)
+        #expect(try await curl(server.url("/health")).status == 200)
+    }
+}
