@@ -71,7 +71,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatewayTests",
-            dependencies: ["Gateway", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Gateway", "Cache", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
     ]

@@ -67,7 +67,7 @@ public final class ReadBufferPool: Sendable {
     /// - Parameter limit: the budget in bytes; at least twice the smallest chunk.
     public init(limit: Int) {
         self.limit = max(limit, 2 * Self.sizeClasses[0])
-        self.keepLimit = min(self.limit / 8, 4 << 20)
+        self.keepLimit = min(self.limit / 8, 2 << 20)
     }
 
     deinit {

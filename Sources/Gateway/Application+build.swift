@@ -94,7 +94,7 @@ func buildApplication(
             serverName: "csv-export-gateway",
             availableConnectionsDelegate: GatewayHTTPServer.availableConnections(limits, logger: logger)
         ),
-        services: [pools, manager],
+        services: [pools, manager, MemoryTrimmer(pools: pools)],
         onServerRunning: onServerRunning,
         logger: logger
     )

@@ -15,7 +15,7 @@ import Foundation
 /// - `KEEP_ALIVE_TIMEOUT`: seconds an idle kept-alive connection stays open. Default `15`.
 /// - `MAX_HEADER_BYTES`: bytes of a request head (request line and headers); past it, `431`. Default `16384`.
 /// - `DOWNLOAD_BUFFER_BYTES`: bytes all downloads' read buffers may take
-///   together (suffixes K, M, G). Default `32M`.
+///   together (suffixes K, M, G). Default `16M`.
 /// - `SHUTDOWN_GRACE`: seconds downloads of finished files may take to end
 ///   after SIGTERM or SIGINT before they are cut. Default `30`.
 ///
@@ -63,7 +63,7 @@ struct Configuration: Sendable {
         var requestHeaderTimeoutSeconds = 10
         var keepAliveTimeoutSeconds = 15
         var maxHeaderBytes = 16 * 1024
-        var downloadBufferBytes = 32 << 20
+        var downloadBufferBytes = 16 << 20
         var shutdownGraceSeconds = 30
     }
 

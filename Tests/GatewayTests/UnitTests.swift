@@ -1,3 +1,4 @@
+import Cache
 import NIOCore
 import Foundation
 import Testing
@@ -150,6 +151,49 @@ struct HeaderParsingTests {
         #expect(configuration.exports.maxQueued == 3)
         #expect(configuration.http.port == 8080)
     }
+
+    @Test func configurationBoundsHaveDefaultsAndParse() throws {
+        let defaults = try Configuration(environment: [:])
+        #expect(defaults.cache.maxBytes == nil, "unset: half the room, resolved at start")
+        #expect(defaults.http.maxConnections == 1024 && defaults.http.downloadBufferBytes == 16 << 20)
+        let set = try Configuration(environment: ["CACHE_MAX_BYTES": "0", "DOWNLOAD_BUFFER_BYTES": "8m", "SHUTDOWN_GRACE": "3", "MAX_EXPORTS": "10"])
+        #expect(set.cache.maxBytes == 0 && set.http.downloadBufferBytes == 8 << 20 && set.http.shutdownGraceSeconds == 3 && set.exports.maxExports == 10)
+        #expect(Configuration.byteCount("999999999999999T") == nil, "overflow is refused, not a trap")
+        #expect(throws: Configuration.Invalid.self) { try Configuration(environment: ["DOWNLOAD_BUFFER_BYTES": "1K"]) }
+        #expect(throws: Configuration.Invalid.self) { try Configuration(environment: ["PORT": "99999999999999999999999"]) }
+    }
+}
+
+struct ConnectionTimeoutsTests {
+    typealias Timeouts = ConnectionTimeouts<Int>
+
+    func make() -> Timeouts { Timeouts(connectedAt: 0, header: { $0 + 10 }, keepAlive: { $0 + 15 }) }
+
+    @Test func aHeadMustArriveWithinTheHeaderTimeoutOfConnecting() {
+        let timeouts = self.make()
+        #expect(timeouts.deadline == 10)
+        #expect(!timeouts.isExpired(at: 9) && timeouts.isExpired(at: 10))
+    }
+
+    @Test func trickledBytesDoNotExtendTheDeadline() {
+        var timeouts = self.make()
+        for t in 1...9 { timeouts.bytesReceived(at: t) }
+        #expect(timeouts.isExpired(at: 10), "slowloris is closed at the header deadline")
+    }
+
+    @Test func aRequestInFlightHasNoDeadlineThenKeepAliveThenHeaderAgain() {
+        var timeouts = self.make()
+        timeouts.headReceived()
+        #expect(timeouts.deadline == nil && !timeouts.isExpired(at: 1000))
+        timeouts.responseEnded(at: 100)
+        #expect(timeouts.deadline == 115, "idle between requests: keep-alive")
+        timeouts.bytesReceived(at: 110)
+        #expect(timeouts.deadline == 120, "the next request has begun: header timeout from its first byte")
+        timeouts.headReceived()
+        timeouts.bytesReceived(at: 130)  // the rest of a body, or a pipelined request
+        timeouts.responseEnded(at: 140)
+        #expect(timeouts.deadline == 150, "bytes that came during the response are held to the header timeout")
+    }
 }
 
 struct StateMachineTests {
@@ -184,6 +228,45 @@ struct StateMachineTests {
         let queuedCancel = queued.cancel(at: Date())
         let lateStart = queued.start(at: Date())
         #expect(queuedCancel == .removeFromQueue && !lateStart)
+    }
+
+    /// Every event in every state: a sequence of any three never traps, an
+    /// ended life never changes, and an interrupted one never starts or fails.
+    @Test func everyEventIsDefinedInEveryState() {
+        let file = PublishedFile(path: "/x", size: 1, sha256: "ab")
+        let events: [(String, (inout ExportLifecycle) -> Void)] = [
+            ("start", { _ = $0.start(at: Date()) }), ("complete", { _ = $0.complete(file, at: Date()) }),
+            ("fail", { _ = $0.fail("x", at: Date()) }), ("cancel", { _ = $0.cancel(at: Date()) }), ("interrupt", { _ = $0.interrupt() }),
+        ]
+        for a in events {
+            for b in events {
+                for c in events {
+                    var life = ExportLifecycle()
+                    for (name, event) in [a, b, c] {
+                        let before = life.status
+                        let wasInterrupted = life.interrupted
+                        event(&life)
+                        if [.completed, .failed, .cancelled].contains(before) {
+                            #expect(life.status == before, "\(a.0) \(b.0) \(c.0): \(name) changed an ended life")
+                        }
+                        if wasInterrupted, name == "start" || name == "fail" {
+                            #expect(life.status == before, "an interrupted run neither starts nor fails")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func anInterruptedRunStaysQueuedOrRunningForTheJournal() {
+        var queued = ExportLifecycle()
+        #expect(queued.interrupt() == .removeFromQueue)
+        #expect(queued.status == .queued && queued.interrupted)
+        var running = ExportLifecycle()
+        _ = running.start(at: Date())
+        #expect(running.interrupt() == .stopWorker)
+        #expect(running.status == .running)
+        #expect(running.interrupt() == .alreadyEnded(.running), "twice changes nothing")
     }
 }
 

@@ -168,9 +168,17 @@ final class PostgresConnection {
         if let failure { throw failure }
     }
 
+    /// Waits until the server has sent something, or a second has passed:
+    /// `onIdle` then runs again, which is where the caller looks for a cancel
+    /// or a shutdown. So a COPY stops within a second even when its cancel
+    /// could not reach the server (the host is gone; TCP keepalives end the
+    /// connection itself later).
     private func waitForInput(_ conn: OpaquePointer) throws {
         var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
-        while poll(&fds, 1, -1) < 0 {
+        while true {
+            let ready = poll(&fds, 1, 1000)
+            if ready == 0 { return }
+            if ready > 0 { break }
             if errno != EINTR { throw PostgresError.connectionLost("poll: \(String(cString: strerror(errno)))") }
         }
         guard PQconsumeInput(conn) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
