@@ -49,10 +49,11 @@ public struct CacheLedger: Sendable {
     // MARK: Producers
 
     /// Reserves `bytes` more for `producer`'s partial file, if that stays
-    /// within `limit` (0: no limit). False changes nothing.
+    /// within `limit` (0: no limit). False changes nothing. Zero bytes asks
+    /// only whether the cache is within its limit now.
     public mutating func reserve(_ bytes: Int, for producer: UUID, limit: Int) -> Bool {
+        if limit > 0, self.totalBytes + max(0, bytes) > limit { return false }
         guard bytes > 0 else { return true }
-        if limit > 0, self.totalBytes + bytes > limit { return false }
         self.partial[producer, default: 0] += bytes
         self.totalBytes += bytes
         return true

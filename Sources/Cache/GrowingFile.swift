@@ -54,6 +54,12 @@ public final class GrowingFile: Sendable {
         return nil
     }
 
+    /// True once the producer gave up (or a cancel ended it).
+    public var hasFailed: Bool {
+        if case .failed = self.state.withLock({ $0.phase }) { return true }
+        return false
+    }
+
     /// Bytes written so far (the final size once complete).
     public var length: Int {
         switch self.state.withLock({ $0.phase }) {

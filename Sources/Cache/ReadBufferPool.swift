@@ -228,9 +228,13 @@ public final class ReadBufferPool: Sendable {
 }
 
 /// A download's share of a `ReadBufferPool`: buffers sized by the fair share
-/// while it lives. One per response.
+/// while it lives. One per response, used by one task.
 public final class ReadBufferLease: ReadBufferSource {
     private let pool: ReadBufferPool
+    /// Set once the client has shown itself slower than the reads: it then
+    /// gets the smallest chunks, so it holds little of the budget in its
+    /// socket's queue and each chunk it takes counts as progress soon.
+    public var clientIsSlow = false
 
     fileprivate init(pool: ReadBufferPool) {
         self.pool = pool
@@ -240,7 +244,8 @@ public final class ReadBufferLease: ReadBufferSource {
     deinit { self.pool.readerLeft() }
 
     public func buffer(preferred: Int) async throws -> ByteBuffer {
-        try await self.pool.buffer(size: self.pool.chunkSize(preferred: preferred))
+        let size = self.clientIsSlow ? ReadBufferPool.sizeClasses[0] : self.pool.chunkSize(preferred: preferred)
+        return try await self.pool.buffer(size: size)
     }
 }
 

@@ -48,6 +48,7 @@ func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBuffe
 struct Gateway<App: ApplicationProtocol> {
     let application: App
     let manager: ExportManager
+    let connections: ConnectionCounter
 }
 
 func buildApplication(
@@ -78,17 +79,20 @@ func buildApplication(
         logger.error("could not read the export journal", metadata: ["error": "\(errorDetails(error))"])
     }
     let http = configuration.http
+    let buffers = ReadBufferPool(limit: http.downloadBufferBytes)
     let limits = GatewayHTTPServer.Limits(
         maxConnections: http.maxConnections,
         headerTimeout: .seconds(Int64(http.requestHeaderTimeoutSeconds)),
         keepAliveTimeout: .seconds(Int64(http.keepAliveTimeoutSeconds)),
-        maxHeaderBytes: http.maxHeaderBytes
+        maxHeaderBytes: http.maxHeaderBytes,
+        sendTimeout: .seconds(Int64(http.sendTimeoutSeconds)),
+        underPressure: { buffers.waiting > 0 }
     )
     let health = HealthProbe(database: configuration.database.settings, store: store, pools: pools)
-    let buffers = ReadBufferPool(limit: http.downloadBufferBytes)
+    let connections = ConnectionCounter()
     let application = Application(
         router: buildRouter(manager: manager, health: health, buffers: buffers, configuration: configuration),
-        server: GatewayHTTPServer.builder(limits: limits, connections: ConnectionCounter()),
+        server: GatewayHTTPServer.builder(limits: limits, connections: connections),
         configuration: .init(
             address: .hostname(http.host, port: http.port),
             serverName: "csv-export-gateway",
@@ -98,5 +102,5 @@ func buildApplication(
         onServerRunning: onServerRunning,
         logger: logger
     )
-    return Gateway(application: application, manager: manager)
+    return Gateway(application: application, manager: manager, connections: connections)
 }

@@ -14,23 +14,26 @@ import Synchronization
 final class BlockingPools: Service, Sendable {
     /// Reads of cache files for downloads, and their opens.
     let downloads: NIOThreadPool
-    /// Journal statements, query cancels (`PQcancel`), health probes.
+    /// Journal statements, query cancels (`PQcancel`), `malloc_trim`.
     let database: NIOThreadPool
     /// One thread: every rename into and deletion from `objects/`, in order
     /// (see `ExportManager+Cache.swift`), and the closing of cache files.
     let files: NIOThreadPool
     /// Gzip compression.
     let compression: NIOThreadPool
+    /// Health probes: never queued behind journal statements or deletions.
+    let probes: NIOThreadPool
 
     init(downloadThreads: Int = 4, databaseThreads: Int = 4, compressionThreads: Int = 1) {
         self.downloads = NIOThreadPool(numberOfThreads: max(1, downloadThreads))
         self.database = NIOThreadPool(numberOfThreads: max(1, databaseThreads))
         self.files = NIOThreadPool(numberOfThreads: 1)
         self.compression = NIOThreadPool(numberOfThreads: max(1, compressionThreads))
+        self.probes = NIOThreadPool(numberOfThreads: 2)
         for pool in self.all { pool.start() }
     }
 
-    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression] }
+    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression, self.probes] }
 
     func run() async throws {
         // Returns on graceful shutdown, throws when cancelled: both end it.
@@ -38,9 +41,11 @@ final class BlockingPools: Service, Sendable {
         await self.shutdown()
     }
 
-    /// Stops every pool once its running work is done.
+    /// Stops every pool: queued work is told it was cancelled, running work
+    /// ends on its own. Not awaited: a thread stuck in a database call that
+    /// nothing can interrupt must not hold the shutdown.
     func shutdown() async {
-        for pool in self.all { try? await pool.shutdownGracefully() }
+        for pool in self.all { pool.shutdownGracefully { _ in } }
     }
 }
 

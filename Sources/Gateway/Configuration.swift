@@ -14,6 +14,8 @@ import Foundation
 ///   head once it has started one (or connected). Default `10`.
 /// - `KEEP_ALIVE_TIMEOUT`: seconds an idle kept-alive connection stays open. Default `15`.
 /// - `MAX_HEADER_BYTES`: bytes of a request head (request line and headers); past it, `431`. Default `16384`.
+/// - `SEND_TIMEOUT`: seconds a response may wait for its client to take any of it
+///   before it is cut (5 s while downloads wait for the download memory budget). Default `60`.
 /// - `DOWNLOAD_BUFFER_BYTES`: bytes all downloads' read buffers may take
 ///   together (suffixes K, M, G). Default `16M`.
 /// - `SHUTDOWN_GRACE`: seconds downloads of finished files may take to end
@@ -63,6 +65,7 @@ struct Configuration: Sendable {
         var requestHeaderTimeoutSeconds = 10
         var keepAliveTimeoutSeconds = 15
         var maxHeaderBytes = 16 * 1024
+        var sendTimeoutSeconds = 60
         var downloadBufferBytes = 16 << 20
         var shutdownGraceSeconds = 30
     }
@@ -138,6 +141,7 @@ struct Configuration: Sendable {
         if let n = try int("REQUEST_HEADER_TIMEOUT", 1...3600) { self.http.requestHeaderTimeoutSeconds = n }
         if let n = try int("KEEP_ALIVE_TIMEOUT", 1...3600) { self.http.keepAliveTimeoutSeconds = n }
         if let n = try int("MAX_HEADER_BYTES", 1024...1_048_576) { self.http.maxHeaderBytes = n }
+        if let n = try int("SEND_TIMEOUT", 1...3600) { self.http.sendTimeoutSeconds = n }
         if let n = try bytes("DOWNLOAD_BUFFER_BYTES", (256 << 10)...(64 << 30)) { self.http.downloadBufferBytes = n }
         if let n = try int("SHUTDOWN_GRACE", 0...3600) { self.http.shutdownGraceSeconds = n }
         if let n = try int("DATABASE_CONNECT_TIMEOUT", 2...3600) { self.database.connectTimeoutSeconds = n }

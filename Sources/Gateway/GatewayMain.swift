@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Hummingbird
 import Logging
@@ -41,11 +42,13 @@ struct GatewayMain {
     /// 3. then whatever is left is cancelled, and the process exits 0.
     ///
     /// A second signal exits at once (128 + the signal's number): nothing is
-    /// lost by it, since the journal and the cache are crash-safe.
+    /// lost by it, since the journal and the cache are crash-safe. And if the
+    /// cancellation itself does not end within 10 s (a thread stuck in a call
+    /// to a database host that vanished), the process exits 0 anyway: no
+    /// `maximumCancellationDuration`, which would end it with a `fatalError`.
     static func run<App: ApplicationProtocol>(_ gateway: Gateway<App>, grace: Duration, logger: Logger) async throws {
         var groupConfiguration = ServiceGroupConfiguration(services: [gateway.application], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = grace
-        groupConfiguration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         try await withThrowingDiscardingTaskGroup { tasks in
@@ -60,6 +63,18 @@ struct GatewayMain {
                     logger.notice("shutting down", metadata: ["gateway.signal": "\(signal)", "gateway.shutdown.grace_seconds": "\(grace.components.seconds)"])
                     gateway.manager.beginShutdown()
                     await group.triggerGracefulShutdown()
+                    // When the grace runs out, closes stop waiting for unsent bytes
+                    // (the group cancels the connections then).
+                    let connections = gateway.connections
+                    DispatchQueue.global().asyncAfter(deadline: .now() + Double(grace.components.seconds)) {
+                        connections.cutPendingBytes()
+                    }
+                    // The way out if the shutdown overruns; a clean end exits before it fires.
+                    let overrun = Double(grace.components.seconds) + 10
+                    DispatchQueue.global().asyncAfter(deadline: .now() + overrun) {
+                        logger.warning("shutdown overran its grace by 10 s; exiting")
+                        _exit(0)
+                    }
                 }
             }
             try await group.run()

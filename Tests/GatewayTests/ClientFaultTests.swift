@@ -53,6 +53,33 @@ struct ClientFaultTests {
         #expect(try await curl(base + "/health").status == 200)
     }
 
+    /// Clients that ask for a download and never read hold chunks in their
+    /// sockets' queues: with a tiny budget they would starve everyone else.
+    /// Under that pressure a client that has taken nothing for 5 s is cut,
+    /// and a normal download still completes, whole.
+    @Test(.timeLimit(.minutes(2)))
+    func clientsThatNeverReadCannotStarveOtherDownloads() async throws {
+        let url = try await BigDatabase.fresh()
+        let cache = try temporaryDirectory("stuck")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["DOWNLOAD_BUFFER_BYTES": "512K"])
+        defer { gateway.terminate() }
+        let done = try await ProcessFaultTests.finishedExport(base)
+        async let stuck = run("python3", [Self.script, "stuck", "127.0.0.1", Self.port(base), "/exports/\(done.id)/download", "24", "12"])
+        try await Task.sleep(for: .seconds(1))
+        let started = ContinuousClock.now
+        let normal = try await curl(base + "/exports/\(done.id)/download", ["--max-time", "60"])
+        #expect(normal.exitCode == 0 && normal.body.count == done.size, "the download completes whole")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        let path = NSTemporaryDirectory() + "stuck-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try normal.body.write(to: URL(fileURLWithPath: path))
+        #expect(try await sha256Hex(ofFile: path) == done.sha)
+        let result = try await stuck
+        #expect(result.text.hasPrefix("closed"), "\(result.text) \(result.stderr)")
+        #expect(!result.text.hasPrefix("closed 0 "), "clients that took nothing were cut: \(result.text)")
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func malformedRequestsAndBytesThatAreNotUTF8Get4xx() async throws {
         let server = try await Shared.server.get()

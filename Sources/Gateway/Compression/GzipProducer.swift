@@ -53,6 +53,8 @@ struct GzipProducer: Sendable {
             do {
                 published = try await storage.install(sealed)
             } catch {
+                // Not installed (cancelled, or the run went): the sealed file goes.
+                self.threadPool.submit { _ in store.discard(sealed) }
                 storage.discarded()
                 throw error
             }
@@ -60,8 +62,10 @@ struct GzipProducer: Sendable {
             return published
         } catch {
             if let work {
-                // Removed on the pool: it may be large, and this is the cooperative pool.
-                try? await self.threadPool.runIfActive { work.writer.discard() }
+                // Removed on the pool, even a stopping one (it then runs the
+                // closure elsewhere): the file may be large, and this is the
+                // cooperative pool; `runIfActive` would skip it if cancelled.
+                self.threadPool.submit { _ in work.writer.discard() }
                 storage.discarded()
             }
             let cacheError = error as? CacheError ?? CacheError.failed("gzip: \(error)")

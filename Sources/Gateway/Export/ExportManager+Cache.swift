@@ -30,15 +30,21 @@ extension ExportManager {
         let limit = self.cacheMaxBytes
         let (fits, removals) = self.state.withLock { state -> (Bool, [String]) in
             if state.ledger.reserve(bytes, for: producer, limit: limit) { return (true, []) }
-            let evictable = state.runs.values
-                .filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
-                .sorted { (state.lastUsed[$0.id] ?? .distantPast) < (state.lastUsed[$1.id] ?? .distantPast) }
+            // Evict on a copy first: if even evicting everything that may go
+            // is not enough, nothing is evicted for nothing.
+            var trial = state
+            let evictable = trial.runs.values
+                .filter { run in run !== writing && (trial.members[run.id]?.isEmpty ?? true) && run.status == .completed }
+                .sorted { (trial.lastUsed[$0.id] ?? .distantPast) < (trial.lastUsed[$1.id] ?? .distantPast) }
             var removals: [String] = []
             for run in evictable {
-                removals += state.forget(run)
-                if state.ledger.reserve(bytes, for: producer, limit: limit) { return (true, removals) }
+                removals += trial.forget(run)
+                if trial.ledger.reserve(bytes, for: producer, limit: limit) {
+                    state = trial
+                    return (true, removals)
+                }
             }
-            return (false, removals)
+            return (false, [])
         }
         self.remove(removals)
         if !removals.isEmpty { self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(removals.count)"]) }
@@ -81,11 +87,14 @@ extension ExportManager {
     }
 
     /// Deletes files no run holds any more, on the files thread, each only if
-    /// it is still not held when its turn comes.
+    /// it is still not held when its turn comes. When the pool is stopping,
+    /// NIO runs what is still queued elsewhere, alongside the files thread,
+    /// which would break the order: then nothing is deleted, and the next
+    /// start removes what no export refers to.
     func remove(_ paths: [String]) {
         for path in paths {
-            self.pools.files.submit { _ in
-                guard !self.state.withLock({ $0.ledger.isHeld(path) }) else { return }
+            self.pools.files.submit { state in
+                guard state == .active, !self.state.withLock({ $0.ledger.isHeld(path) }) else { return }
                 self.store.removeObject(atPath: path)
             }
         }

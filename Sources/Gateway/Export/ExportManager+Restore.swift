@@ -40,6 +40,9 @@ extension ExportManager {
                 let lifecycle = ExportLifecycle(status: status, startedAt: failed?.startedAt, completedAt: failed?.completedAt ?? rows[0].cancelledAt, file: nil, errorMessage: failed?.error)
                 run = ExportRun(id: runID, request: request, ended: lifecycle, rows: 0, gzip: nil)
             }
+            // Read outside the manager's lock: the run's own locks are taken
+            // after the manager's elsewhere, never before.
+            let files = [run.publishedFile, run.publishedGzip].compactMap { $0 }
             self.state.withLock { state in
                 state.runs[run.id] = run
                 state.lastUsed[run.id] = run.completedAt ?? now
@@ -47,7 +50,7 @@ extension ExportManager {
                 for row in rows {
                     state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
                 }
-                for file in [run.publishedFile, run.publishedGzip].compactMap({ $0 }) {
+                for file in files {
                     state.ledger.hold(file)
                     state.held[run.id, default: []].append(file.path)
                 }

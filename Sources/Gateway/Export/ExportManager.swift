@@ -136,16 +136,11 @@ final class ExportManager: Service, Sendable {
             // The stream ends at shutdown: stop the producers still compressing.
             group.cancelAll()
         }
-        // A worker stuck in a database call that nothing can interrupt (the
-        // host vanished) must not hold the process: it dies with it.
-        let workers = self.workers
-        let stopped = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { (try? await workers.shutdownGracefully()) != nil }
-            group.addTask { (try? await Task.sleep(for: .seconds(5))) == nil }
-            defer { group.cancelAll() }
-            return await group.next() ?? false
-        }
-        if !stopped { self.logger.warning("export workers did not stop within 5 s; leaving them") }
+        // Not awaited: a worker stuck in a database call that nothing can
+        // interrupt (the host vanished) must not hold the shutdown; it dies
+        // with the process. Every other worker has stopped by now (its run
+        // was interrupted, and a COPY looks for that every second).
+        self.workers.shutdownGracefully { _ in }
     }
 
     /// True once shutdown has begun.
@@ -275,8 +270,7 @@ final class ExportManager: Service, Sendable {
         let run = job.run
         let alone = self.state.withLock { state -> Bool in
             state.jobs[job.id] = nil
-            state.members[run.id]?.remove(job.id)
-            return state.members[run.id]?.isEmpty ?? true
+            return state.removeMember(job)
         }
         if alone { self.cancel(run) }
         self.logger.warning("export not admitted: the journal is unavailable", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())"])
@@ -299,7 +293,10 @@ final class ExportManager: Service, Sendable {
             await self.expire([job])
             return .expired
         }
-        self.state.withLock { $0.lastUsed[job.run.id] = Date() }
+        self.state.withLock { state in
+            // Only for a run still kept: a forgotten one's entry would never go.
+            if state.runs[job.run.id] === job.run { state.lastUsed[job.run.id] = Date() }
+        }
         return .found(job)
     }
 
@@ -328,10 +325,7 @@ final class ExportManager: Service, Sendable {
     func applyCancel(_ job: ExportJob) -> DeleteOutcome {
         guard job.markCancelled() else { return .cancelled(job) }
         let run = job.run
-        let lastOne = self.state.withLock { state -> Bool in
-            state.members[run.id]?.remove(job.id)
-            return state.members[run.id]?.isEmpty ?? true
-        }
+        let lastOne = self.state.withLock { $0.removeMember(job) }
         self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
         // The query is cancelled only when no export needs it any more.
         if lastOne { self.cancel(run) }
@@ -367,7 +361,10 @@ final class ExportManager: Service, Sendable {
     /// the caller's executor.
     private func cancelQuery(_ canceller: PostgresCanceller?) {
         guard let canceller else { return }
-        self.pools.database.submit { _ in
+        self.pools.database.submit { state in
+            // A stopped pool runs this at once on the caller's thread: the
+            // process is ending, and its connections end with it.
+            guard state == .active else { return }
             if let failure = canceller.cancel() {
                 self.logger.notice("query cancel not delivered; the worker stops at its next check", metadata: ["error": "\(failure)"])
             }
@@ -496,6 +493,17 @@ final class ExportManager: Service, Sendable {
 }
 
 extension ExportManager.State {
+    /// Takes an export off its run's members. True when it was the last: the
+    /// run is then unlisted in the same step, so that no request can join a
+    /// run whose query is about to be cancelled.
+    mutating func removeMember(_ job: ExportJob) -> Bool {
+        let run = job.run
+        self.members[run.id]?.remove(job.id)
+        guard self.members[run.id]?.isEmpty ?? true else { return false }
+        self.unlist(run)
+        return true
+    }
+
     /// The run is no longer the one to join for its request.
     mutating func unlist(_ run: ExportRun) {
         if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }

@@ -74,11 +74,13 @@ final class ExportRun: Sendable {
 
     /// The gzip form of the CSV. The first caller makes it, if `admit` lets
     /// it (a bounded number are made at once), and `start` sets its production
-    /// going; nil when there is none and `admit` said no. `admit` runs under
-    /// this run's lock: it must be quick and take no other lock of the manager.
+    /// going; nil when there is none and `admit` said no. A form whose making
+    /// failed (the cache was full, the disk, a shutdown) is made anew, so one
+    /// failure does not fail every later gzip download. `admit` runs under
+    /// this run's lock: it must be quick and take no other lock of the run.
     func gzipFile(admit: () -> Bool, start: (SharedFile) -> Void) -> SharedFile? {
         let (file, created) = self.gzip.withLock { gzip -> (SharedFile?, Bool) in
-            if let gzip { return (gzip, false) }
+            if let gzip, !gzip.primary.hasFailed { return (gzip, false) }
             guard admit() else { return (nil, false) }
             let file = SharedFile()
             gzip = file
@@ -89,7 +91,7 @@ final class ExportRun: Sendable {
     }
 
     /// The gzip form if one was made or is being made; never starts one.
-    var existingGzip: SharedFile? { self.gzip.withLock { $0 } }
+    var existingGzip: SharedFile? { self.gzip.withLock { $0 }.flatMap { $0.primary.hasFailed ? nil : $0 } }
 
     /// The finished gzip form, once there is one.
     var publishedGzip: PublishedFile? { self.gzip.withLock { $0 }?.primary.completedFile }

@@ -126,6 +126,8 @@ struct ExportRunner: Sendable {
             do {
                 published = try storage.install(sealed)
             } catch {
+                // Not installed (the pool stopped, or the run went): the sealed file goes.
+                self.store.discard(sealed)
                 storage.discarded()
                 throw error
             }

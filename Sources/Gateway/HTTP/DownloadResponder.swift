@@ -226,8 +226,13 @@ struct DownloadResponder: Sendable {
             let end = range.upperBound == Int.max - 1 ? nil : range.upperBound + 1
             let lease = self.buffers.lease()
             let reader = GrowingFileReader(file: self.file, from: range.lowerBound, to: end, chunkSize: self.chunkSize, threadPool: self.threadPool, buffers: lease, opened: self.opened)
+            let clock = ContinuousClock()
             while let chunk = try await reader.next() {
+                let start = clock.now
                 try await writer.write(chunk)
+                // A write waits only while the socket's queue is full: the
+                // client takes less than the disk gives (under 10 MB/s or so).
+                if !lease.clientIsSlow, clock.now - start > .milliseconds(50) { lease.clientIsSlow = true }
             }
         }
     }

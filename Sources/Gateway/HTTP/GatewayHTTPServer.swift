@@ -22,6 +22,13 @@ import Synchronization
 /// - **Size**: a request head (request line and headers) of more than
 ///   MAX_HEADER_BYTES, or more than 100 header fields, is answered `431` and
 ///   the connection closed.
+/// - **Sending**: a response whose client takes nothing for SEND_TIMEOUT
+///   (no chunk written to its socket while chunks wait) is cut, and so is
+///   one that stalls for 5 s while other downloads wait for the download
+///   memory budget (`ReadBufferPool`): the chunks a client that does not
+///   read holds are memory no one else can use, so under pressure the
+///   slowest clients go first. The transfer ends aborted, never short and
+///   looking complete.
 ///
 /// The rest is Hummingbird's own pipeline: NIO's HTTP/1 codec, the HTTPTypes
 /// codec, its connection-state handler (which closes idle connections when
@@ -35,6 +42,11 @@ struct GatewayHTTPServer: ServerChildChannel, HTTPChannelHandler {
         var keepAliveTimeout: TimeAmount = .seconds(15)
         var maxHeaderBytes = 16 * 1024
         var maxHeaderFields = 100
+        /// No chunk sent for this long while some wait: the response is cut.
+        var sendTimeout: TimeAmount = .seconds(60)
+        /// The same while `underPressure` says memory is short.
+        var pressuredSendTimeout: TimeAmount = .seconds(5)
+        var underPressure: @Sendable () -> Bool = { false }
     }
 
     let responder: HTTPChannelHandler.Responder
@@ -56,7 +68,7 @@ struct GatewayHTTPServer: ServerChildChannel, HTTPChannelHandler {
             let overLimit = self.connections.opened() > self.limits.maxConnections
             let counter = self.connections
             channel.closeFuture.whenComplete { _ in counter.closed() }
-            let guardian = ConnectionGuard(channel: channel, limits: self.limits, overLimit: overLimit, logger: logger)
+            let guardian = ConnectionGuard(channel: channel, limits: self.limits, overLimit: overLimit, connections: counter, logger: logger)
             var decoderLimits = NIOHTTPDecoderLimitConfiguration()
             decoderLimits.maxHeaderFieldSize = self.limits.maxHeaderBytes
             decoderLimits.maxHeaderListSize = self.limits.maxHeaderBytes
@@ -93,11 +105,17 @@ struct GatewayHTTPServer: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
-/// Open client connections, across event loops.
+/// Open client connections, across event loops, and whether closes must
+/// no longer wait for pending bytes (the shutdown's grace has run out).
 final class ConnectionCounter: Sendable {
     private let count = Atomic<Int>(0)
+    private let cutting = Atomic<Bool>(false)
 
     init() {}
+
+    /// From now on a close cuts what is unsent (see `RequestGuard.close`).
+    func cutPendingBytes() { self.cutting.store(true, ordering: .relaxed) }
+    var cutsPendingBytes: Bool { self.cutting.load(ordering: .relaxed) }
 
     /// One more; returns how many are open now.
     func opened() -> Int { self.count.wrappingAdd(1, ordering: .relaxed).newValue }
@@ -111,17 +129,32 @@ private final class ConnectionGuard {
     private weak var channel: (any Channel)?
     private let eventLoop: any EventLoop
     private let limits: GatewayHTTPServer.Limits
+    private let connections: ConnectionCounter
     private let logger: Logger
     /// Opened past MAX_CONNECTIONS: every request but a health check gets 503.
     let overLimit: Bool
     private var timeouts: ConnectionTimeouts<NIODeadline>
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    /// Response parts handed to the socket and not yet written out.
+    private var pendingWrites = 0
+    /// Set while the guard itself closes the connection (a timeout): such a
+    /// close is not put off until the pending bytes are written.
+    private var forcedHere = false
+    /// True when a close must not wait for pending bytes: the guard's own
+    /// (a timeout), or any once the shutdown's grace has run out.
+    var forcing: Bool { self.forcedHere || self.connections.cutsPendingBytes }
 
-    init(channel: any Channel, limits: GatewayHTTPServer.Limits, overLimit: Bool, logger: Logger) {
+    var hasPendingWrites: Bool { self.pendingWrites > 0 }
+    /// When a chunk was last written out (or the first began to wait).
+    private var lastProgress = NIODeadline.now()
+    private var sendTimer: Scheduled<Void>?
+
+    init(channel: any Channel, limits: GatewayHTTPServer.Limits, overLimit: Bool, connections: ConnectionCounter, logger: Logger) {
         self.channel = channel
         self.eventLoop = channel.eventLoop
         self.limits = limits
+        self.connections = connections
         self.overLimit = overLimit
         self.logger = logger
         let (header, keepAlive) = (limits.headerTimeout, limits.keepAliveTimeout)
@@ -147,6 +180,46 @@ private final class ConnectionGuard {
     func closed() {
         self.timer?.cancel()
         self.timer = nil
+        self.sendTimer?.cancel()
+        self.sendTimer = nil
+    }
+
+    /// A response part goes to the socket.
+    func writeStarted() {
+        if self.pendingWrites == 0 { self.lastProgress = .now() }
+        self.pendingWrites += 1
+        if self.sendTimer == nil { self.scheduleSendCheck() }
+    }
+
+    /// A response part is written out (or failed with the connection).
+    func writeEnded() {
+        self.pendingWrites = max(0, self.pendingWrites - 1)
+        self.lastProgress = .now()
+    }
+
+    /// Closes now, whatever is still pending.
+    private func forceClose() {
+        self.forcedHere = true
+        self.channel?.close(promise: nil)
+    }
+
+    private func scheduleSendCheck() {
+        self.sendTimer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [weak self] in
+            self?.checkSending()
+        }
+    }
+
+    /// Once a second while chunks wait: cuts a client that takes nothing.
+    private func checkSending() {
+        self.sendTimer = nil
+        guard self.pendingWrites > 0 else { return }
+        let limit = self.limits.underPressure() ? self.limits.pressuredSendTimeout : self.limits.sendTimeout
+        if NIODeadline.now() - self.lastProgress >= limit {
+            self.logger.debug("closing a connection whose client takes nothing", metadata: ["gateway.http.pending_chunks": "\(self.pendingWrites)"])
+            self.forceClose()
+            return
+        }
+        self.scheduleSendCheck()
     }
 
     /// Keeps one timer at the deadline in force.
@@ -167,7 +240,7 @@ private final class ConnectionGuard {
         self.timerDeadline = nil
         if self.timeouts.isExpired(at: .now()) {
             self.logger.debug("closing a connection that took too long to send a request, or sat idle")
-            self.channel?.close(promise: nil)
+            self.forceClose()
         } else {
             self.rearm()
         }
@@ -207,6 +280,8 @@ private final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler 
     /// A response of our own was written and the connection is closing:
     /// nothing more goes to the application.
     private var refused = false
+    /// A full close waiting for pending bytes (see `close`).
+    private var deferredClose: EventLoopPromise<Void>?
 
     init(_ guardian: ConnectionGuard) { self.guardian = guardian }
 
@@ -224,9 +299,37 @@ private final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler 
         context.fireChannelRead(data)
     }
 
+    /// Every response part is followed to the socket: so that a client that
+    /// takes nothing is noticed, and so that a close can wait for the bytes.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = self.unwrapOutboundIn(data) { self.guardian.responseEnded() }
-        context.write(data, promise: promise)
+        self.guardian.writeStarted()
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenComplete { result in
+            self.guardian.writeEnded()
+            promise?.completeWith(result)
+            if !self.guardian.hasPendingWrites, let deferred = self.deferredClose {
+                self.deferredClose = nil
+                context.close(mode: .all, promise: deferred)
+            }
+        }
+        context.write(data, promise: written)
+    }
+
+    /// A full close while response bytes are still on their way (Hummingbird
+    /// closes a connection right after writing a response's end when the
+    /// server shuts down, and NIO then drops what is unsent: a slow client
+    /// of a finished file got its download cut ~0.5 MB short, seen in the
+    /// SIGTERM test) waits until they are written out. The guard's own
+    /// closes (timeouts) do not wait.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, self.guardian.hasPendingWrites, !self.guardian.forcing else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        let deferred = self.deferredClose ?? context.eventLoop.makePromise(of: Void.self)
+        if let promise { deferred.futureResult.cascade(to: promise) }
+        self.deferredClose = deferred
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

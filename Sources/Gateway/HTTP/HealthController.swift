@@ -71,18 +71,52 @@ final class HealthProbe: Sendable {
     }
 
     private func probe() async -> Result {
-        let (settings, store) = (self.database, self.store)
-        async let database = (try? self.pools.database.runIfActive { () -> Bool in
-            guard let db = try? PostgresConnection(settings) else { return false }
-            defer { db.close() }
-            return (try? db.execute("SELECT 1")) != nil
-        }) ?? false
-        async let cache = (try? self.pools.files.runIfActive { store.isWritable() }) ?? false
-        let result = await (database, cache)
+        let (settings, store, pool) = (self.database, self.store, self.pools.probes)
+        let database = Task {
+            (try? await pool.runIfActive { () -> Bool in
+                guard let db = try? PostgresConnection(settings) else { return false }
+                defer { db.close() }
+                return (try? db.execute("SELECT 1")) != nil
+            }) ?? false
+        }
+        let cache = Task { (try? await pool.runIfActive { store.isWritable() }) ?? false }
+        // A probe that hangs (a host that stopped answering after the
+        // connection was made) counts as a failure after 4 s.
+        let result = (await Self.value(of: database, within: .seconds(4)) ?? false, await Self.value(of: cache, within: .seconds(4)) ?? false)
         self.state.withLock { state in
             state.last = (ContinuousClock.now, result)
             state.running = nil
         }
         return result
+    }
+
+    /// The task's value, or nil if it takes longer than `limit` (the task
+    /// itself goes on and ends on its own).
+    private static func value(of task: Task<Bool, Never>, within limit: Duration) async -> Bool? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
+            let once = ResumeOnce(continuation)
+            Task { once.resume(await task.value) }
+            Task {
+                try? await Task.sleep(for: limit)
+                once.resume(nil)
+            }
+        }
+    }
+}
+
+/// Resumes a continuation with the first of several answers.
+private final class ResumeOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Bool?, Never>?>
+
+    init(_ continuation: CheckedContinuation<Bool?, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(_ value: Bool?) {
+        let pending = self.continuation.withLock { stored -> CheckedContinuation<Bool?, Never>? in
+            defer { stored = nil }
+            return stored
+        }
+        pending?.resume(returning: value)
     }
 }

@@ -16,6 +16,9 @@ usage:
   clients.py idle HOST PORT N SECONDS       N connections that send nothing, held
                                             SECONDS; prints the statuses a fresh
                                             health check and export lookup got
+  clients.py stuck HOST PORT PATH N SECONDS N clients ask for a download and never
+                                            read; after SECONDS prints how many the
+                                            server has closed
 """
 import socket
 import struct
@@ -158,6 +161,32 @@ elif mode == "malformed":
             bad += 1
         print("%-20s %s%s" % (name, status, "" if ok else "  <- unexpected"))
     sys.exit(1 if bad else 0)
+
+elif mode == "stuck":
+    path, n, seconds = sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, port))
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        socks.append(s)
+    time.sleep(seconds)
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    closed += 1
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+        s.close()
+    print("closed %d of %d" % (closed, n))
 
 elif mode == "idle":
     n, seconds = int(sys.argv[4]), float(sys.argv[5])
