@@ -77,7 +77,7 @@ import Testing
     @Test func headSendsTheHeadersOfGetWithoutABody() async throws {
         let (server, id, bytes) = try await Self.completed()
         let get = try await curl(server.url("/exports/\(id)/download"))
-        let head = try await curl(server.url("/exports/\(id)/download"), ["-I"])
+        let head = try await curl(server.url("/exports/\(id)/download"), method: "HEAD", ["-I"])
         #expect(head.exitCode == 0)
         #expect(head.status == 200)
         // Python's http.client reads the HEAD response and finds no body after it.

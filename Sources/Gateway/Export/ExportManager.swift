@@ -394,6 +394,11 @@ final class ExportManager: Service, Sendable {
         return shared.map { job.view(of: $0) }
     }
 
+    /// True when a new gzip form could start now (what a HEAD answers as).
+    var couldStartGzip: Bool {
+        self.state.withLock { !$0.shuttingDown && $0.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue }
+    }
+
     /// Counts one more gzip form in the making, if the bound allows. Takes
     /// only the manager's lock (see `ExportRun.gzipFile`).
     private func admitGzip() -> Bool {

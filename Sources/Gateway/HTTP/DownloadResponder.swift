@@ -57,16 +57,18 @@ struct DownloadResponder: Sendable {
         var file = job.file
         if AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
             // HEAD never starts a compressor: without a gzip form yet, it gets
-            // the head a GET would get for a live gzip form. A GET whose form
-            // cannot be made now (GZIP_WORKERS + GZIP_QUEUE busy) gets the CSV.
+            // the head a GET would get, that of a live gzip form (chunked, no
+            // length), or of the CSV when no compressor is free. A GET whose
+            // form cannot be made now (GZIP_WORKERS + GZIP_QUEUE busy) gets the CSV.
             let isHead = request.method == .head
             if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
                 headers[.contentEncoding] = "gzip"
                 file = gzip
-            } else if isHead {
+            } else if isHead, self.manager.couldStartGzip {
                 headers[.contentEncoding] = "gzip"
                 headers[.cacheControl] = "no-store"
-                return Response(status: .ok, headers: headers)
+                // A body of unknown length, as the GET's: HEAD then sends no length.
+                return Response(status: .ok, headers: headers, body: ResponseBody { writer in try await writer.finish(nil) })
             }
         }
 
