@@ -69,16 +69,6 @@ public final class GrowingFile: Sendable {
         }
     }
 
-    /// True when a reader at `offset` would have to wait: the file is still
-    /// being written and has nothing beyond it yet.
-    public func wouldWait(at offset: Int) -> Bool {
-        switch self.state.withLock({ $0.phase }) {
-        case .pending: true
-        case .writing(_, let length): length <= offset
-        case .complete, .failed: false
-        }
-    }
-
     /// Waits until there are bytes beyond `offset` or the file has ended.
     /// Throws the producer's error if it failed, `CancellationError` if the
     /// waiting task is cancelled.

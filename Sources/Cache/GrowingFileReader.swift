@@ -44,10 +44,6 @@ public final class GrowingFileReader {
 
     deinit { self.closeFile() }
 
-    /// True when `next()` would wait for the producer: the moment to flush
-    /// anything the caller holds back (a compressor's pending block).
-    public var isCaughtUp: Bool { self.file.wouldWait(at: self.offset) }
-
     /// The next chunk, nil at the end of the range or of the finished file.
     /// Throws the producer's `CacheError` if the file failed, so that a caller
     /// streaming it can abort instead of ending cleanly.

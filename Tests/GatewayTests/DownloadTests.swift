@@ -139,6 +139,28 @@ import Testing
         #expect(try await curl(server.url("/exports/\(id)/status")).json["gzipSha256"] as? String == gzipSha)
     }
 
+    /// A gzip form made while its export still runs (the compressor follows
+    /// a growing file) is the same bytes as one made from the finished file,
+    /// so one made again after a restart resumes the first one's ranges.
+    @Test func theGzipFormIsTheSameBytesMadeLiveOrFromTheFinishedFile() async throws {
+        let server = try await TestServer.start(rows: 20_000)
+        defer { Task { await server.stop() } }
+        let lock = try await TableLock.lockUsers(server)
+        let live = try #require(try await curl(server.url("/exports/csv?columns=id,notes,full_name"), method: "POST").json["exportId"] as? String)
+        let follower = try startCurl(server.url("/exports/\(live)/download"), ["--compressed"])
+        try await eventually("the gzip follower waits") { follower.hasHeaders }
+        try await lock.release()
+        #expect(await follower.wait().exitCode == 0)
+        try await eventually("live form published") { try await curl(server.url("/exports/\(live)/status")).json["gzipSha256"] is String }
+        let made = try await curl(server.url("/exports/\(live)/status")).json["gzipSha256"] as? String
+
+        let again = try #require(try await curl(server.url("/exports/csv?columns=id,notes,full_name"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
+        try await eventually("again completes") { try await curl(server.url("/exports/\(again)/status")).json["status"] as? String == "completed" }
+        #expect(try await curl(server.url("/exports/\(again)/download"), ["--compressed"]).exitCode == 0)
+        try await eventually("second form published") { try await curl(server.url("/exports/\(again)/status")).json["gzipSha256"] is String }
+        #expect(try await curl(server.url("/exports/\(again)/status")).json["gzipSha256"] as? String == made)
+    }
+
     @Test func liveGzipDownloadOfANewExportDecompressesToTheCSV() async throws {
         let server = try await Shared.server.get()
         let live = try await curl(server.url("/exports/csv?country_code=JP"), ["--compressed"])

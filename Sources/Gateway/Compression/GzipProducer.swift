@@ -11,7 +11,8 @@ import NIOPosix
 ///
 /// Compression runs on a pool of its own (`BlockingPools.compression`), so a
 /// burst of it never delays a download's reads; how many run at once is the
-/// manager's business (`GZIP_WORKERS`).
+/// manager's business (`GZIP_WORKERS`). The form is a pure function of the
+/// CSV (`DeterministicGzip`), so making it again gives the same bytes.
 struct GzipProducer: Sendable {
     let store: ContentStore
     let level: Int32
@@ -35,16 +36,13 @@ struct GzipProducer: Sendable {
         let level = self.level
         var work: Work?
         do {
-            let started = try await self.threadPool.runIfActive { try Work(stream: GzipStream(level: level), writer: store.createWriter(suffix: ".csv.gz")) }
+            let started = try await self.threadPool.runIfActive { try Work(gzip: DeterministicGzip(level: level), writer: store.createWriter(suffix: ".csv.gz")) }
             work = started
             target.begin(path: started.writer.partialPath)
             let reader = GrowingFileReader(file: source, chunkSize: self.chunkSize, threadPool: self.threadPool)
             while let chunk = try await reader.next() {
                 try Task.checkCancellation()
-                // Caught up with a live export: flush, so gzip readers get
-                // everything the CSV has so far instead of waiting on zlib.
-                let flush = reader.isCaughtUp
-                let length = try await self.threadPool.runIfActive { try started.append(chunk, flush: flush, reserve: storage.reserve) }
+                let length = try await self.threadPool.runIfActive { try started.append(chunk, reserve: storage.reserve) }
                 target.append(length: length)
             }
             let sealed = try await self.threadPool.runIfActive { try started.finish(reserve: storage.reserve) }
@@ -81,25 +79,23 @@ struct GzipProducer: Sendable {
     /// `@unchecked Sendable`: one `run` owns it and awaits each call before
     /// the next, so only one thread touches it at a time.
     private final class Work: @unchecked Sendable {
-        let stream: GzipStream
+        let gzip: DeterministicGzip
         let writer: CacheWriter
 
-        init(stream: GzipStream, writer: CacheWriter) {
-            self.stream = stream
+        init(gzip: DeterministicGzip, writer: CacheWriter) {
+            self.gzip = gzip
             self.writer = writer
         }
 
         /// Compresses a chunk and writes what zlib gives back, once
         /// `reserve` has found room for exactly those bytes.
-        func append(_ chunk: ByteBuffer, flush: Bool, reserve: (Int) -> Bool) throws -> Int {
-            var output = [try self.stream.compress(chunk)]
-            if flush { output += try self.stream.flush() }
-            try self.write(output, reserve: reserve)
+        func append(_ chunk: ByteBuffer, reserve: (Int) -> Bool) throws -> Int {
+            try self.write(try self.gzip.compress(chunk), reserve: reserve)
             return self.writer.length
         }
 
         func finish(reserve: (Int) -> Bool) throws -> SealedFile {
-            try self.write(try self.stream.finish(), reserve: reserve)
+            try self.write(try self.gzip.finish(), reserve: reserve)
             return try self.writer.seal()
         }
 
