@@ -37,7 +37,7 @@ func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBuffe
     router.add(middleware: ErrorMiddleware())
     let downloads = DownloadResponder(manager: manager, buffers: buffers, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))
     ExportController(manager: manager, downloads: downloads).addRoutes(to: router)
-    HealthController(probe: health).addRoutes(to: router)
+    HealthController(probe: health, journalLoaded: { manager.isJournalLoaded }).addRoutes(to: router)
     return router
 }
 
@@ -69,15 +69,11 @@ func buildApplication(
     logger.info("cache bound", metadata: ["gateway.cache.max_bytes": "\(limit == 0 ? "none" : String(limit))"])
     let journal = ExportJournal(settings: configuration.database.journalSettings, logger: logger)
     let manager = ExportManager(configuration: configuration, cacheMaxBytes: limit, store: store, journal: journal, pools: pools, logger: logger)
-    // The exports of an earlier run of the gateway. Without a database the
-    // gateway still starts (health says why); exports then fail cleanly.
-    do {
-        let records = try await pools.database.runIfActive { try journal.load() }
-        let (restored, requeued) = try await pools.files.runIfActive { manager.restore(records) }
-        if restored > 0 { logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
-    } catch {
-        logger.error("could not read the export journal", metadata: ["error": "\(errorDetails(error))"])
-    }
+    // The exports of an earlier run of the gateway. If the journal cannot be
+    // read now, the gateway serves anyway (health says why) and the manager
+    // tries again every few seconds; until then every export request is a
+    // 503, never a 404 for an id the journal holds.
+    await manager.loadJournal()
     let http = configuration.http
     let buffers = ReadBufferPool(limit: http.downloadBufferBytes)
     let limits = GatewayHTTPServer.Limits(

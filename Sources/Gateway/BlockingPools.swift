@@ -14,7 +14,7 @@ import Synchronization
 final class BlockingPools: Service, Sendable {
     /// Reads of cache files for downloads, and their opens.
     let downloads: NIOThreadPool
-    /// Journal statements, query cancels (`PQcancel`), `malloc_trim`.
+    /// Journal statements, `malloc_trim`.
     let database: NIOThreadPool
     /// One thread: every rename into and deletion from `objects/`, in order
     /// (see `ExportManager+Cache.swift`), and the closing of cache files.
@@ -23,6 +23,9 @@ final class BlockingPools: Service, Sendable {
     let compression: NIOThreadPool
     /// Health probes: never queued behind journal statements or deletions.
     let probes: NIOThreadPool
+    /// Query cancels (`PQcancel`, which has no timeout of its own: a server
+    /// that stopped answering holds it), kept apart from the journal.
+    let cancels: NIOThreadPool
 
     init(downloadThreads: Int = 4, databaseThreads: Int = 4, compressionThreads: Int = 1) {
         self.downloads = NIOThreadPool(numberOfThreads: max(1, downloadThreads))
@@ -30,10 +33,11 @@ final class BlockingPools: Service, Sendable {
         self.files = NIOThreadPool(numberOfThreads: 1)
         self.compression = NIOThreadPool(numberOfThreads: max(1, compressionThreads))
         self.probes = NIOThreadPool(numberOfThreads: 2)
+        self.cancels = NIOThreadPool(numberOfThreads: 2)
         for pool in self.all { pool.start() }
     }
 
-    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression, self.probes] }
+    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression, self.probes, self.cancels] }
 
     func run() async throws {
         // Returns on graceful shutdown, throws when cancelled: both end it.

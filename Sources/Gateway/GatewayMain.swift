@@ -17,6 +17,7 @@ struct GatewayMain {
             exit(2)
         }
         ResourceLimits.raiseOpenFiles()
+        ResourceLimits.ignoreStraySignals()
         // stderr is unbuffered: progress lines (seeding) show at once even
         // when the output is a pipe or a file, as under Docker.
         LoggingSystem.bootstrap(StreamLogHandler.standardError)

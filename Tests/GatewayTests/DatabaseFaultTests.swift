@@ -79,6 +79,61 @@ struct DatabaseFaultTests {
         #expect(try await server.sql("SELECT count(*) FROM gateway.exports WHERE id = '\(a)'")[0][0] == "0")
     }
 
+    /// A journal that cannot be read at start (here its table is locked
+    /// past the statement timeout) must not make every export id a 404: the
+    /// gateway answers 503 until it has read it, then serves them all.
+    @Test(.timeLimit(.minutes(2)))
+    func aJournalUnreadableAtStartGives503UntilItIsRead() async throws {
+        let pg = try await PrivatePostgres.start()
+        defer { Task { await pg.destroy() } }
+        let cache = try temporaryDirectory("journal-late")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let first = try await TestServer.start(rows: 3000, databaseURL: pg.url, cacheDirectory: cache)
+        let a = try #require(try await curl(first.url("/exports/csv?columns=id"), method: "POST").json["exportId"] as? String)
+        try await eventually("a completes") { try await Self.status(first, a) == "completed" }
+        await first.stop(keepingCache: true)
+
+        let lock = try await TableLock.lock("gateway.exports", databaseURL: pg.url)
+        let server = try await TestServer.start(databaseURL: pg.url, seed: false, cacheDirectory: cache, exportsTuning: { $0.database.journalStatementTimeoutSeconds = 1 })
+        defer { Task { await server.stop() } }
+        let waiting = try await curl(server.url("/exports/\(a)/status"))
+        #expect(waiting.status == 503 && waiting.headers["retry-after"] != nil, "not a 404 for an id the journal holds")
+        let health = try await curl(server.url("/health"))
+        #expect(health.status == 503 && health.json["journal"] as? String == "not read yet")
+        #expect(try await curl(server.url("/exports/csv"), method: "POST").status == 503)
+        try await lock.release()
+        try await eventually("the journal is read") { try await Self.status(server, a) == "completed" }
+        #expect(try await curl(server.url("/health")).status == 200)
+        #expect(try await curl(server.url("/exports/\(a)/download")).status == 200)
+    }
+
+    /// A database that stops answering without closing anything (SIGSTOP:
+    /// the kernel still accepts and acknowledges) bounds every request: health
+    /// says so within seconds, a create gets 503 instead of hanging.
+    @Test(.timeLimit(.minutes(2)))
+    func aFrozenDatabaseGivesTimely503sNotHangs() async throws {
+        let pg = try await PrivatePostgres.start()
+        defer { Task { try? await pg.freeze(false); await pg.destroy() } }
+        let server = try await TestServer.start(rows: 3000, databaseURL: pg.url, exportsTuning: {
+            $0.database.journalStatementTimeoutSeconds = 1
+            $0.database.connectTimeoutSeconds = 2
+        })
+        defer { Task { await server.stop() } }
+        #expect(try await curl(server.url("/exports/csv?columns=id"), method: "POST").status == 202)
+        try await pg.freeze(true)
+        let clock = ContinuousClock()
+        var started = clock.now
+        try await eventually(timeout: .seconds(15), "health 503") { try await curl(server.url("/health"), ["--max-time", "10"]).status == 503 }
+        #expect(clock.now - started < .seconds(10))
+        started = clock.now
+        let create = try await curl(server.url("/exports/csv?columns=email"), method: "POST", ["--max-time", "30"])
+        #expect(create.status == 503, "refused, not hung: \(create.status)")
+        #expect(clock.now - started < .seconds(15), "within the journal's timeouts: \(clock.now - started)")
+        try await pg.freeze(false)
+        try await eventually(timeout: .seconds(20), "health back") { try await curl(server.url("/health")).status == 200 }
+        #expect(try await curl(server.url("/exports/csv?columns=email"), method: "POST").status == 202)
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func aRestartMidExportFailsItCleanlyAndAbortsItsLiveDownload() async throws {
         let pg = try await PrivatePostgres.start()

@@ -94,6 +94,23 @@ struct ProcessFaultTests {
         #expect(resumed.status == 206 && resumed.body.count == 100)
     }
 
+    /// Signals nothing here uses do not stop the process (their default
+    /// action would); SIGTERM still shuts it down.
+    @Test(.timeLimit(.minutes(2)))
+    func straySignalsAreIgnored() async throws {
+        let (seeded, cache) = try await RestartTests.seededDatabase(rows: 3000)
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (gateway, base) = try await RestartTests.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        for signal in [SIGHUP, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE, SIGXFSZ] {
+            kill(gateway.pid, signal)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(gateway.isRunning, "signal \(signal)")
+        }
+        #expect(try await curl(base + "/health").status == 200)
+        gateway.terminate()
+        #expect(await gateway.wait().status == 0)
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func sigtermLetsFinishedDownloadsEndCutsLiveOnesAndExitsZero() async throws {
         let url = try await BigDatabase.fresh()

@@ -135,7 +135,9 @@ final class ExportJournal: Sendable {
     /// The run's state, on every export of it that a client has not
     /// cancelled. A row that has ended (completed, failed) keeps that end
     /// unless the new state is the same end: an update that arrives late
-    /// never takes a row back.
+    /// never takes a row back. A row that says cancelled though no client
+    /// cancelled it (the run's state, written as it stopped) is not an end:
+    /// the next start runs it again, and its completion must be written.
     func update(_ run: ExportRun) throws {
         let snapshot = run.snapshot()
         try self.run("update") { db in
@@ -143,7 +145,7 @@ final class ExportJournal: Sendable {
                 """
                 UPDATE gateway.exports SET status = $2, started_at = to_timestamp($3), completed_at = to_timestamp($4),
                     rows_written = $5, size_bytes = $6, sha256 = $7, error = $8
-                WHERE run_id = $1 AND cancelled_at IS NULL AND (status IN ('queued', 'running') OR status = $2)
+                WHERE run_id = $1 AND cancelled_at IS NULL AND (status IN ('queued', 'running', 'cancelled') OR status = $2)
                 """,
                 parameters: [run.id.uuidString] + Self.runState(snapshot))
         }

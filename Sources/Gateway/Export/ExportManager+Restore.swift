@@ -2,6 +2,28 @@ import Cache
 import Foundation
 
 extension ExportManager {
+    /// Reads the journal and restores its exports; true once that is done.
+    /// Until it is, `isJournalLoaded` is false and export requests get 503:
+    /// answering 404 for ids the journal holds would lose them for the life
+    /// of the process (seen: a lock on the journal table at start-up made
+    /// every acknowledged id a 404 until the next restart).
+    @discardableResult
+    func loadJournal() async -> Bool {
+        do {
+            let records = try await self.onDatabasePool { try $0.journal.load() }
+            let (restored, requeued) = try await self.onFilesPool { $0.restore(records) }
+            self.state.withLock { $0.journalLoaded = true }
+            if restored > 0 { self.logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
+            return true
+        } catch {
+            self.logger.error("could not read the export journal; export requests get 503 until it is read", metadata: ["error": "\(errorDetails(error))"])
+            return false
+        }
+    }
+
+    /// True once the journal has been read and its exports restored.
+    var isJournalLoaded: Bool { self.state.withLock { $0.journalLoaded } }
+
     /// Brings back the exports of the journal after a restart: finished ones
     /// whose file is on disk as they were, failed and cancelled ones as
     /// such, and the rest (queued, running, or finished with the file gone)

@@ -43,12 +43,16 @@ final class ExportManager: Service, Sendable {
         /// It existed, and EXPORT_TTL has passed since it was asked for.
         case expired
         case notFound
+        /// The journal has not been read yet: the id may well exist.
+        case unknownYet
     }
 
     enum DeleteOutcome {
         case cancelled(ExportJob)
         case deleted
         case notFound
+        /// The journal has not been read yet.
+        case unknownYet
     }
 
     struct State {
@@ -72,6 +76,8 @@ final class ExportManager: Service, Sendable {
         /// Gzip forms admitted (being made or waiting for a compressor).
         var gzipAdmitted = 0
         var shuttingDown = false
+        /// The journal has been read and its exports restored (`loadJournal`).
+        var journalLoaded = false
     }
 
     let store: ContentStore
@@ -123,6 +129,12 @@ final class ExportManager: Service, Sendable {
                 // Only now may `run` end: ending before the service group asks
                 // counts as a failure, even when the shutdown began earlier.
                 self.gzipRequestSink.finish()
+            }
+            group.addTask {
+                // A journal that could not be read at start: try again until it is.
+                while !self.isJournalLoaded, (try? await Task.sleep(for: .seconds(2))) != nil {
+                    await self.loadJournal()
+                }
             }
             group.addTask {
                 // The janitor: ends with the group's cancellation at shutdown.
@@ -226,6 +238,7 @@ final class ExportManager: Service, Sendable {
     /// Why no export may be admitted now, if so.
     private func refusal(_ state: State) -> SubmitError? {
         if state.shuttingDown { return .shuttingDown }
+        if !state.journalLoaded { return .journalUnavailable }
         if state.jobs.count >= self.limits.maxExports { return .tooManyExports }
         return nil
     }
@@ -286,7 +299,8 @@ final class ExportManager: Service, Sendable {
     /// removed on the spot and answered as such; a found one counts as a use
     /// of its run for eviction.
     func lookup(_ id: UUID) async -> Lookup {
-        let (job, expired) = self.state.withLock { ($0.jobs[id], $0.expired[id] != nil) }
+        let (job, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id] != nil, $0.journalLoaded) }
+        guard loaded else { return .unknownYet }
         if expired { return .expired }
         guard let job else { return .notFound }
         if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
@@ -301,14 +315,17 @@ final class ExportManager: Service, Sendable {
     }
 
     /// Cancels a queued or running export (it stays, as `cancelled`; its run
-    /// goes on while another export needs it), or deletes an ended one, and
-    /// its run's files once no export and no fresh cache entry needs them.
+    /// goes on while another export needs it), or deletes an ended or
+    /// cancelled one, and its run's files once no export and no fresh cache
+    /// entry needs them.
     /// The journal holds the change before anything happens; if it cannot,
     /// this throws and nothing changes.
     func delete(_ id: UUID) async throws(JournalUnavailable) -> DeleteOutcome {
+        guard self.isJournalLoaded else { return .unknownYet }
         guard let job = self.job(id) else { return .notFound }
-        if job.isCancelled { return .cancelled(job) }
-        let cancelling = job.run.status == .queued || job.run.status == .running
+        // Queued or running: cancel. Ended, or cancelled already: delete, so
+        // a cancelled export's id does not hold a MAX_EXPORTS slot until it expires.
+        let cancelling = !job.isCancelled && (job.run.status == .queued || job.run.status == .running)
         do {
             try await self.onDatabasePool { manager in
                 if cancelling { try manager.journal.markCancelled(id) } else { try manager.journal.delete(id) }
@@ -358,10 +375,10 @@ final class ExportManager: Service, Sendable {
     }
 
     /// `PQcancel` opens a connection to the server and waits for it: never on
-    /// the caller's executor.
+    /// the caller's executor, and on a pool of its own (it has no timeout).
     private func cancelQuery(_ canceller: PostgresCanceller?) {
         guard let canceller else { return }
-        self.pools.database.submit { state in
+        self.pools.cancels.submit { state in
             // A stopped pool runs this at once on the caller's thread: the
             // process is ending, and its connections end with it.
             guard state == .active else { return }

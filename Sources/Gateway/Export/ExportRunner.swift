@@ -60,6 +60,9 @@ struct ExportRunner: Sendable {
         do {
             let db = try PostgresConnection(self.database)
             defer { db.close() }
+            // Stops within a second of a cancel or a shutdown, even when the
+            // cancel cannot reach the server.
+            db.abandonWhen = { run.shouldStop }
             guard run.attach(db.makeCanceller()) else { return run.isInterrupted ? .interrupted : .cancelled }
             let query = ExportQuery(request: run.request)
             let plan = try db.execute(try query.explain(literal: db.literal))

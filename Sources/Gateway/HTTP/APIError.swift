@@ -69,12 +69,17 @@ struct APIError: HTTPResponseError, Sendable {
         .unavailable("the export journal cannot be written just now, so nothing was done; retry shortly", retryAfterSeconds: 2)
     }
 
+    static func journalNotLoaded() -> APIError {
+        .unavailable("the export records have not been read from the database yet; retry shortly", retryAfterSeconds: 2)
+    }
+
     static func shuttingDown() -> APIError {
         .unavailable("the server is shutting down; retry on another instance or after it has restarted", retryAfterSeconds: 5)
     }
 
     static func exportFailed(_ message: String) -> APIError {
-        APIError(code: .exportFailed, status: .conflict, message: "the export failed: \(message)")
+        let text = message.hasPrefix("the export failed") ? message : "the export failed: \(message)"
+        return APIError(code: .exportFailed, status: .conflict, message: text)
     }
 
     static func exportCancelled() -> APIError {

@@ -69,6 +69,7 @@ struct ExportController: Sendable {
         case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
+        case .unknownYet: throw APIError.journalNotLoaded()
         }
     }
 
@@ -108,6 +109,7 @@ struct ExportController: Sendable {
         case .found(let job): return job
         case .expired: throw APIError.exportExpired()
         case .notFound: throw APIError.notFound()
+        case .unknownYet: throw APIError.journalNotLoaded()
         }
     }
 

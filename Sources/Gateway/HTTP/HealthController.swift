@@ -3,8 +3,9 @@ import Hummingbird
 import NIOPosix
 import Synchronization
 
-/// `GET /health`: 200 when the database answers and the cache directory is
-/// writable, else 503; the JSON says which part is unhealthy.
+/// `GET /health`: 200 when the database answers, the cache directory is
+/// writable and the export journal has been read, else 503; the JSON says
+/// which part is unhealthy.
 ///
 /// The probes (a new database connection and `SELECT 1`; a file written,
 /// synced and removed) run on the thread pools, and at most one set runs at a
@@ -13,11 +14,14 @@ import Synchronization
 /// and an answer never lags the truth by more than a second plus the probe.
 struct HealthController: Sendable {
     let probe: HealthProbe
+    /// True once the journal has been read (`ExportManager.isJournalLoaded`).
+    let journalLoaded: @Sendable () -> Bool
 
     private struct Body: Encodable {
         let status: String
         let database: String
         let cache: String
+        let journal: String
     }
 
     func addRoutes(to router: Router<some RequestContext>) {
@@ -26,8 +30,13 @@ struct HealthController: Sendable {
 
     func check() async throws -> Response {
         let (databaseOK, cacheOK) = await self.probe.result()
-        let body = Body(status: databaseOK && cacheOK ? "ok" : "unhealthy", database: databaseOK ? "ok" : "unreachable", cache: cacheOK ? "ok" : "not writable")
-        return try JSONBody.response(status: databaseOK && cacheOK ? .ok : .serviceUnavailable, body, headers: [.cacheControl: "no-store"])
+        let journalOK = self.journalLoaded()
+        let healthy = databaseOK && cacheOK && journalOK
+        let body = Body(
+            status: healthy ? "ok" : "unhealthy", database: databaseOK ? "ok" : "unreachable",
+            cache: cacheOK ? "ok" : "not writable", journal: journalOK ? "ok" : "not read yet"
+        )
+        return try JSONBody.response(status: healthy ? .ok : .serviceUnavailable, body, headers: [.cacheControl: "no-store"])
     }
 }
 

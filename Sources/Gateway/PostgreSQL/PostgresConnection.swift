@@ -10,6 +10,11 @@ import Glibc
 /// A call after `close()` throws. No `OpaquePointer` leaves this folder.
 final class PostgresConnection {
     private var conn: OpaquePointer?
+    /// How long a statement may wait for the server (`PostgresSettings.clientTimeoutMilliseconds`).
+    private let clientTimeout: Duration?
+    /// Asked once a second while a statement waits: true abandons it (the
+    /// export worker's way to stop when its cancel could not reach the server).
+    var abandonWhen: (() -> Bool)?
 
     /// Connects and puts the session in UTC, so timestamps come out as the CSV
     /// contract says. Every connection has a connect timeout and TCP
@@ -23,6 +28,7 @@ final class PostgresConnection {
             throw PostgresError.connectionFailed(message)
         }
         self.conn = conn
+        self.clientTimeout = settings.clientTimeoutMilliseconds.map { .milliseconds($0) }
         var setup = "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'"
         if let timeout = settings.statementTimeoutMilliseconds { setup += "; SET statement_timeout = \(timeout)" }
         try self.execute(setup)
@@ -76,9 +82,8 @@ final class PostgresConnection {
     @discardableResult
     func execute(_ sql: String) throws -> [[String?]] {
         let conn = try self.handle()
-        guard let result = PQexec(conn, sql) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
-        defer { PQclear(result) }
-        return try self.rows(of: result)
+        guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        return try self.results(conn)
     }
 
     /// Runs one statement with text parameters bound by libpq (`$1`, `$2`, …).
@@ -87,14 +92,53 @@ final class PostgresConnection {
         let conn = try self.handle()
         var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.map { strdup($0) } ?? nil }
         defer { cStrings.forEach { free($0) } }
-        let result = cStrings.withUnsafeMutableBufferPointer { buffer in
+        let sent = cStrings.withUnsafeMutableBufferPointer { buffer in
             buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { params in
-                PQexecParams(conn, sql, Int32(parameters.count), nil, params.baseAddress, nil, nil, 0)
+                PQsendQueryParams(conn, sql, Int32(parameters.count), nil, params.baseAddress, nil, nil, 0)
             }
         }
-        guard let result else { throw PostgresError.connectionLost(Self.message(of: conn)) }
-        defer { PQclear(result) }
-        return try self.rows(of: result)
+        guard sent == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        return try self.results(conn)
+    }
+
+    /// Waits for every result of what was sent and returns the rows of the
+    /// last; the first error wins. The wait is on the socket, a second at a
+    /// time: past `clientTimeout`, or when `abandonWhen` says so, the
+    /// statement is abandoned and the connection closed. A server that
+    /// stopped answering (frozen, or cut off without a reset, which TCP
+    /// keepalives do not catch while the kernel still acknowledges) cannot
+    /// hold the caller longer than that; the server's own statement_timeout
+    /// never fires for a server that does not run.
+    private func results(_ conn: OpaquePointer) throws -> [[String?]] {
+        let deadline = self.clientTimeout.map { ContinuousClock.now + $0 }
+        var rows: [[String?]] = []
+        var failure: PostgresError?
+        while true {
+            while PQisBusy(conn) == 1 {
+                if let deadline, ContinuousClock.now >= deadline {
+                    self.close()
+                    throw PostgresError.connectionLost("no answer from the server within \(self.clientTimeout.map { "\($0)" } ?? "")")
+                }
+                if let abandon = self.abandonWhen, abandon() {
+                    self.close()
+                    throw PostgresError.connectionLost("abandoned while waiting for the server")
+                }
+                try self.waitForInput(conn)
+            }
+            guard let result = PQgetResult(conn) else { break }
+            defer { PQclear(result) }
+            if failure == nil {
+                do {
+                    rows = try self.rows(of: result)
+                } catch let error as PostgresError {
+                    failure = error
+                } catch {
+                    failure = .queryFailed(sqlState: nil, "\(error)")
+                }
+            }
+        }
+        if let failure { throw failure }
+        return rows
     }
 
     /// A string literal for SQL, quoted and escaped by libpq for this connection's
@@ -122,6 +166,12 @@ final class PostgresConnection {
     ) throws {
         let conn = try self.handle()
         guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        // Until the COPY starts (a lock can hold it up), wait a second at a
+        // time, and let `onIdle` look for a cancel or a shutdown meanwhile.
+        while PQisBusy(conn) == 1 {
+            try onIdle()
+            try self.waitForInput(conn)
+        }
         guard let first = PQgetResult(conn) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         let firstStatus = PQresultStatus(first)
         if firstStatus != PGRES_COPY_OUT {

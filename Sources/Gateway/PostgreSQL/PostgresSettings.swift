@@ -16,6 +16,11 @@ struct PostgresSettings: Sendable {
     /// `statement_timeout` of the session; nil leaves the server's (exports
     /// may run for minutes; journal statements must not).
     var statementTimeoutMilliseconds: Int?
+    /// How long the client waits for a statement's answer before it gives
+    /// up on the connection: the statement timeout and 2 s more, so that a
+    /// server that stopped answering altogether is noticed too. Nil with no
+    /// statement timeout.
+    var clientTimeoutMilliseconds: Int? { self.statementTimeoutMilliseconds.map { $0 + 2000 } }
 
     init(url: String, connectTimeoutSeconds: Int = 5, statementTimeoutMilliseconds: Int? = nil) {
         self.url = url

@@ -54,6 +54,16 @@ final class PrivatePostgres: Sendable {
         try await self.startServer()
     }
 
+    /// SIGSTOP (or SIGCONT) to the server and every backend: a database that
+    /// accepts connections in the kernel and never answers.
+    func freeze(_ frozen: Bool) async throws {
+        let pidFile = try String(contentsOfFile: self.directory + "/data/postmaster.pid", encoding: .utf8)
+        guard let postmaster = pidFile.split(separator: "\n").first.flatMap({ pid_t($0) }) else { throw Failed(what: "freeze", output: pidFile) }
+        let signal = frozen ? SIGSTOP : SIGCONT
+        let children = try await run("pgrep", ["-P", String(postmaster)]).text.split(separator: "\n").compactMap { pid_t($0) }
+        for pid in [postmaster] + children { kill(pid, signal) }
+    }
+
     /// Stops the cluster and removes its files.
     func destroy() async {
         try? await self.stopServer()

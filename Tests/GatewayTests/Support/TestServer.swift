@@ -152,9 +152,14 @@ final class TableLock: @unchecked Sendable {
     }
 
     static func lockUsers(databaseURL url: String) async throws -> TableLock {
+        try await Self.lock("users", databaseURL: url)
+    }
+
+    /// `table` is the test's own constant, never client input.
+    static func lock(_ table: String, databaseURL url: String) async throws -> TableLock {
         let db = try await NIOThreadPool.singleton.runIfActive { () -> TableLockBox in
             let db = try PostgresConnection(url: url)
-            try db.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            try db.execute("BEGIN; LOCK TABLE \(table) IN ACCESS EXCLUSIVE MODE")
             return TableLockBox(db: db)
         }
         return TableLock(db: db.db)
