@@ -81,7 +81,7 @@ struct ValidationPropertyTests {
             defer { db.close() }
             func postgresAccepts(_ sql: String) -> Bool {
                 do {
-                    try db.copyOut(sql, onRow: { _ in }, onIdle: {})
+                    try db.copyOut(sql, onRow: { _ in }, onIdle: { .seconds(1) })
                     return true
                 } catch {
                     return false

@@ -26,6 +26,10 @@ struct ExportRunner: Sendable {
     /// How much to gather before writing; also the most a reader can lag
     /// behind what PostgreSQL has sent while rows are flowing.
     static let stagingSize = 256 * 1024
+    /// An idle moment flushes once this much is staged (see `idle` in `run`) …
+    static let idleFlushBytes = 64 * 1024
+    /// … or once the oldest staged bytes have waited this long.
+    static let idleFlushDelay: Duration = .milliseconds(5)
 
     enum Outcome {
         case completed(PublishedFile)
@@ -81,13 +85,35 @@ struct ExportRunner: Sendable {
             // Records are counted from the messages; with a header the first one is not a record.
             let headerMessages = options.header ? 1 : 0
             var messages = 0
+            let clock = ContinuousClock()
+            // When the bytes now staged were first seen waiting for an idle flush.
+            var stagedSince: ContinuousClock.Instant?
             func flush() throws {
                 if run.shouldStop { throw CacheError.cancelled() }
+                stagedSince = nil
                 guard !staging.isEmpty else { return }
                 guard storage.reserve(staging.count) else { throw CacheError.cacheFull() }
                 try fileWriter.write(staging.bytes)
                 staging.removeAll()
                 run.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
+            }
+            // The socket has nothing right now. Flushing at every such moment
+            // wrote 8.5 KB at a time on average (155,000 writes, and as many
+            // wake-ups of every live reader, for the 1.3 GB export; streaming
+            // it cost 9 s of CPU against 4 s without a reader). So an idle
+            // moment flushes only once 64 KiB are staged or the oldest staged
+            // bytes have waited 5 ms: readers still see rows within 5 ms.
+            func idle() throws -> Duration {
+                if run.shouldStop { throw CacheError.cancelled() }
+                guard !staging.isEmpty else { return .seconds(1) }
+                let now = clock.now
+                let since = stagedSince ?? now
+                stagedSince = since
+                if staging.count >= Self.idleFlushBytes || now - since >= Self.idleFlushDelay {
+                    try flush()
+                    return .seconds(1)
+                }
+                return Self.idleFlushDelay - (now - since)
             }
             func append(_ bytes: UnsafeRawBufferPointer) throws {
                 if staging.append(bytes) { return }
@@ -117,7 +143,7 @@ struct ExportRunner: Sendable {
                     } else {
                         try append(row)
                     }
-                }, onIdle: flush)
+                }, onIdle: idle)
                 try flush()
             }
             try db.execute("COMMIT")

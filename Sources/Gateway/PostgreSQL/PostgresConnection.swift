@@ -157,20 +157,21 @@ final class PostgresConnection {
     /// Runs `COPY … TO STDOUT` and hands each CopyData message (one CSV row, or
     /// the header) to `onRow`. When no message is ready, `onIdle` runs before
     /// waiting on the socket: the place to flush what was gathered, so readers
-    /// see rows as soon as the database has sent them. Another thread stops the
-    /// query with `PostgresCanceller`; this then throws `queryCancelled`.
+    /// see rows soon after the database has sent them, and to look for a
+    /// cancel. It returns how long to wait for the server before it runs
+    /// again (at most a second is waited in any case). Another thread stops
+    /// the query with `PostgresCanceller`; this then throws `queryCancelled`.
     func copyOut(
         _ sql: String,
         onRow: (UnsafeRawBufferPointer) throws -> Void,
-        onIdle: () throws -> Void
+        onIdle: () throws -> Duration
     ) throws {
         let conn = try self.handle()
         guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         // Until the COPY starts (a lock can hold it up), wait a second at a
         // time, and let `onIdle` look for a cancel or a shutdown meanwhile.
         while PQisBusy(conn) == 1 {
-            try onIdle()
-            try self.waitForInput(conn)
+            try self.waitForInput(conn, atMost: try onIdle())
         }
         guard let first = PQgetResult(conn) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         let firstStatus = PQresultStatus(first)
@@ -196,8 +197,7 @@ final class PostgresConnection {
                     break copying
                 }
             } else if n == 0 {
-                try onIdle()
-                try self.waitForInput(conn)
+                try self.waitForInput(conn, atMost: try onIdle())
             } else if n == -1 {
                 break copying
             } else {
@@ -218,15 +218,17 @@ final class PostgresConnection {
         if let failure { throw failure }
     }
 
-    /// Waits until the server has sent something, or a second has passed:
-    /// `onIdle` then runs again, which is where the caller looks for a cancel
-    /// or a shutdown. So a COPY stops within a second even when its cancel
-    /// could not reach the server (the host is gone; TCP keepalives end the
+    /// Waits until the server has sent something, or `atMost` (never more
+    /// than a second) has passed: the caller then looks again for a cancel or
+    /// a shutdown. So a COPY stops within a second even when its cancel could
+    /// not reach the server (the host is gone; TCP keepalives end the
     /// connection itself later).
-    private func waitForInput(_ conn: OpaquePointer) throws {
+    private func waitForInput(_ conn: OpaquePointer, atMost: Duration = .seconds(1)) throws {
         var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        let (seconds, attoseconds) = min(atMost, .seconds(1)).components
+        let milliseconds = Int32(max(0, min(1000, seconds * 1000 + attoseconds / 1_000_000_000_000_000)))
         while true {
-            let ready = poll(&fds, 1, 1000)
+            let ready = poll(&fds, 1, milliseconds)
             if ready == 0 { return }
             if ready > 0 { break }
             if errno != EINTR { throw PostgresError.connectionLost("poll: \(String(cString: strerror(errno)))") }
