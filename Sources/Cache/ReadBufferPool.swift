@@ -10,7 +10,7 @@ import Synchronization
 /// stays bounded however many clients read and however slowly.
 ///
 /// A reader asks for a buffer before each read and waits, first come first
-/// served, while the budget is spent. A buffer goes back to the budget the
+/// served (`AsyncBudget`), while the budget is spent. A buffer goes back to the budget the
 /// moment its last reference goes: not when the reader is done with it, but
 /// when the connection has sent it, because the pool allocates the buffer's
 /// memory itself (NIO's custom-allocator hooks) and hears of the free. So a
@@ -29,45 +29,26 @@ public final class ReadBufferPool: Sendable {
     public static let sizeClasses = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
 
     /// Bytes of buffers that may exist at once.
-    public let limit: Int
+    public var limit: Int { self.budget.limit }
+    /// Bytes of buffers handed out and not yet freed (by us or by NIO).
+    private let budget: AsyncBudget
     /// Bytes of freed blocks kept for reuse.
     private let keepLimit: Int
 
-    private struct Waiter {
-        let id: Int
-        let size: Int
-        let continuation: CheckedContinuation<Void, any Error>
-    }
-
     private struct State {
-        /// Bytes of buffers handed out and not yet freed (by us or by NIO).
-        var inUse = 0
         /// Freed blocks kept for reuse, by size, as addresses.
         var kept: [Int: [UInt]] = [:]
         var keptBytes = 0
-        /// Readers waiting for room, first come first served.
-        var waiters: [Waiter] = []
-        var nextWaiterID = 0
         /// Readers that share the budget now (see `lease()`).
         var readers = 0
-
-        /// Grants waiting readers in order while the budget has room for the first.
-        mutating func grantWaiters(limit: Int) -> [Waiter] {
-            var granted: [Waiter] = []
-            while let first = self.waiters.first, self.inUse + first.size <= limit {
-                self.inUse += first.size
-                granted.append(self.waiters.removeFirst())
-            }
-            return granted
-        }
     }
 
     private let state = Mutex(State())
 
     /// - Parameter limit: the budget in bytes; at least twice the smallest chunk.
     public init(limit: Int) {
-        self.limit = max(limit, 2 * Self.sizeClasses[0])
-        self.keepLimit = min(self.limit / 8, 2 << 20)
+        self.budget = AsyncBudget(limit: max(limit, 2 * Self.sizeClasses[0]))
+        self.keepLimit = min(self.budget.limit / 8, 2 << 20)
     }
 
     deinit {
@@ -84,11 +65,11 @@ public final class ReadBufferPool: Sendable {
     public func lease() -> ReadBufferLease { ReadBufferLease(pool: self) }
 
     /// Bytes of buffers that exist now (handed out, not yet freed).
-    public var bytesInUse: Int { self.state.withLock { $0.inUse } }
+    public var bytesInUse: Int { self.budget.inUse }
     /// Bytes of freed blocks kept for reuse.
     public var bytesKept: Int { self.state.withLock { $0.keptBytes } }
     /// Readers waiting for room in the budget.
-    public var waiting: Int { self.state.withLock { $0.waiters.count } }
+    public var waiting: Int { self.budget.waiting }
 
     /// The chunk size for a reader that would like `preferred` bytes: the
     /// largest size class within both `preferred` and a fair share of the
@@ -105,43 +86,8 @@ public final class ReadBufferPool: Sendable {
     /// it. Throws `CancellationError` if the waiting task is cancelled.
     public func buffer(size requested: Int) async throws -> ByteBuffer {
         let size = Self.sizeClasses.first(where: { $0 >= requested }) ?? Self.sizeClasses[Self.sizeClasses.count - 1]
-        let waiterID = Mutex<Int?>(nil)
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let granted = self.state.withLock { state -> Bool in
-                    if state.waiters.isEmpty, state.inUse + size <= self.limit {
-                        state.inUse += size
-                        return true
-                    }
-                    let id = state.nextWaiterID
-                    state.nextWaiterID += 1
-                    state.waiters.append(Waiter(id: id, size: size, continuation: continuation))
-                    waiterID.withLock { $0 = id }
-                    return false
-                }
-                if granted {
-                    continuation.resume()
-                } else if Task.isCancelled {
-                    self.cancelWaiter(waiterID)
-                }
-            }
-        } onCancel: {
-            self.cancelWaiter(waiterID)
-        }
+        try await self.budget.acquire(size)
         return try self.makeBuffer(size: size)
-    }
-
-    /// Removes a waiting reader whose task was cancelled (a client that went
-    /// away) and fails its wait.
-    private func cancelWaiter(_ waiterID: borrowing Mutex<Int?>) {
-        guard let id = waiterID.withLock({ $0 }) else { return }
-        let waiter = self.state.withLock { state -> Waiter? in
-            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-            return state.waiters.remove(at: index)
-        }
-        waiter?.continuation.resume(throwing: CancellationError())
-        // The head of the queue may have been waiting behind this one.
-        self.resume(self.state.withLock { $0.grantWaiters(limit: self.limit) })
     }
 
     /// Turns a granted reservation into a buffer, from a kept block or fresh memory.
@@ -170,22 +116,14 @@ public final class ReadBufferPool: Sendable {
     /// keep it or free it, and let waiting readers in.
     fileprivate func giveBack(size: Int, block: UnsafeMutableRawPointer?) {
         let address = block.map { UInt(bitPattern: $0) }
-        let (kept, woken) = self.state.withLock { state -> (Bool, [Waiter]) in
-            state.inUse -= size
-            var kept = false
-            if let address, state.keptBytes + size <= self.keepLimit {
-                state.kept[size, default: []].append(address)
-                state.keptBytes += size
-                kept = true
-            }
-            return (kept, state.grantWaiters(limit: self.limit))
+        let kept = self.state.withLock { state -> Bool in
+            guard let address, state.keptBytes + size <= self.keepLimit else { return false }
+            state.kept[size, default: []].append(address)
+            state.keptBytes += size
+            return true
         }
         if !kept, let block { free(block) }
-        self.resume(woken)
-    }
-
-    private func resume(_ waiters: [Waiter]) {
-        for waiter in waiters { waiter.continuation.resume() }
+        self.budget.release(size)
     }
 
     fileprivate func readerJoined() { self.state.withLock { $0.readers += 1 } }

@@ -93,7 +93,7 @@ final class ExportManager: Service, Sendable {
     /// Runs whose gzip form a reader asked for; `run` starts one producer each.
     private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
     private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
-    private let compressors: AsyncPermits
+    private let compressors: AsyncBudget
     private let workers: NIOThreadPool
     let state: Mutex<State>
     let logger: Logger
@@ -112,7 +112,7 @@ final class ExportManager: Service, Sendable {
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cacheMaxBytes = cacheMaxBytes
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
-        self.compressors = AsyncPermits(limit: exports.gzipWorkers)
+        self.compressors = AsyncBudget(limit: exports.gzipWorkers)
         self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.workers.start()
         self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: exports.maxConcurrent, maxQueued: exports.maxQueued)))
