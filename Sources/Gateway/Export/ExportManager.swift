@@ -248,7 +248,9 @@ final class ExportManager: Service, Sendable {
 
     /// Export ids whose run is queued or running.
     private func activeJobs(_ state: State) -> Int {
-        state.scheduler.running.union(state.scheduler.queue).reduce(0) { $0 + (state.members[$1]?.count ?? 0) }
+        // A run is in one of the two, never both.
+        let count: (Int, UUID) -> Int = { $0 + (state.members[$1]?.count ?? 0) }
+        return state.scheduler.running.reduce(0, count) + state.scheduler.queue.reduce(0, count)
     }
 
     /// A new export of the run that answers `key`, if one may be joined;
