@@ -12,6 +12,10 @@ ensure_packages() {
     [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
+    # The tests also use these (the fault suite freezes its own PostgreSQL with pgrep + kill).
+    command -v pgrep >/dev/null || missing+=(procps)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v gzip >/dev/null || missing+=(gzip)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             echo "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
