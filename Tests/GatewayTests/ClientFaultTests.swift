@@ -80,6 +80,30 @@ struct ClientFaultTests {
         #expect(!result.text.hasPrefix("closed 0 "), "clients that took nothing were cut: \(result.text)")
     }
 
+    /// SEND_TIMEOUT cuts a client that takes nothing, not one that reads
+    /// slowly. A client that read 8 MB fast and then 100 KB/s leaves megabytes
+    /// in the server's socket buffer: no write of the server completes for
+    /// far longer than the 5 s timeout, yet the kernel keeps sending it data
+    /// (`tcpi_last_data_sent`), so it is not cut; one that reads nothing is.
+    @Test(.timeLimit(.minutes(2)))
+    func aSlowReaderIsNotCutButOneThatTakesNothingIs() async throws {
+        let url = try await BigDatabase.fresh()
+        let cache = try temporaryDirectory("paced")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["SEND_TIMEOUT": "5", "LOG_LEVEL": "debug"])
+        defer { gateway.terminate() }
+        let done = try await ProcessFaultTests.finishedExport(base)
+        let path = "/exports/\(done.id)/download"
+        async let stuck = run("python3", [Self.script, "stuck", "127.0.0.1", Self.port(base), path, "1", "15"])
+        let paced = try await run("python3", [Self.script, "paced", "127.0.0.1", Self.port(base), path, "100000", "15"])
+        #expect(paced.text.hasPrefix("alive"), "\(paced.text)")
+        #expect(try await stuck.text.hasPrefix("closed 1 of 1"), "the client that took nothing was cut")
+        // The paced client would see a cut only once it had drained megabytes
+        // of socket buffer: the server's log says whom it cut.
+        let cuts = gateway.stderrSoFar.components(separatedBy: "closing a connection whose client takes nothing").count - 1
+        #expect(cuts == 1, "only the client that took nothing was cut: \(cuts) \(gateway.stderrSoFar.split(separator: "\n").filter { $0.contains("no data lately") || $0.contains("takes nothing") })")
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func malformedRequestsAndBytesThatAreNotUTF8Get4xx() async throws {
         let server = try await Shared.server.get()

@@ -134,6 +134,21 @@ struct DatabaseFaultTests {
         #expect(try await curl(server.url("/exports/csv?columns=email"), method: "POST").status == 202)
     }
 
+    /// A session holding a lock on `users` (a long transaction) does not
+    /// keep the gateway from starting: the seeding check gives up after 5 s.
+    @Test(.timeLimit(.minutes(2)))
+    func aLockedUsersTableDoesNotHoldUpTheStart() async throws {
+        let (seeded, cache) = try await RestartTests.seededDatabase(rows: 3000)
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let lock = try await TableLock.lockUsers(databaseURL: seeded.databaseURL)
+        let started = ContinuousClock.now
+        let server = try await TestServer.start(databaseURL: seeded.databaseURL, seed: true, cacheDirectory: cache)
+        defer { Task { await server.stop() } }
+        #expect(ContinuousClock.now - started < .seconds(15))
+        #expect(try await curl(server.url("/health")).status == 200)
+        try await lock.release()
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func aRestartMidExportFailsItCleanlyAndAbortsItsLiveDownload() async throws {
         let pg = try await PrivatePostgres.start()

@@ -23,10 +23,22 @@ struct Seeder {
         // An arbitrary constant key: 'users seed' in hex.
         try db.execute("SELECT pg_advisory_xact_lock(7573657273656564)")
         let exists = try db.execute("SELECT to_regclass('users') IS NOT NULL").first?.first == "t"
-        if exists, try db.execute("SELECT EXISTS (SELECT 1 FROM users)").first?.first == "t" {
-            try db.execute("COMMIT")
-            self.logger.info("users table already has rows; not seeding")
-            return 0
+        if exists {
+            // A session that holds a lock on a table with rows (a long
+            // transaction, a migration) must not keep the gateway from
+            // serving: such a table is someone's data, not ours to seed.
+            try db.execute("SET LOCAL lock_timeout = '5s'")
+            do {
+                if try db.execute("SELECT EXISTS (SELECT 1 FROM users)").first?.first == "t" {
+                    try db.execute("COMMIT")
+                    self.logger.info("users table already has rows; not seeding")
+                    return 0
+                }
+            } catch let error as PostgresError where error.sqlState == "55P03" {
+                self.logger.warning("users is locked by another session; not seeding")
+                return 0
+            }
+            try db.execute("SET LOCAL lock_timeout = 0")
         }
         self.logger.info("seeding users", metadata: ["gateway.seed.rows": "\(self.rows)"])
         let clock = ContinuousClock()

@@ -210,16 +210,44 @@ private final class ConnectionGuard {
     }
 
     /// Once a second while chunks wait: cuts a client that takes nothing.
+    ///
+    /// Chunks wait here only while the kernel's send buffer is full, and a
+    /// chunk's write completes only once the kernel has room for it: with
+    /// the several megabytes a loopback or a fast link gives that buffer, a
+    /// client reading 20 KB/s completes no write for more than a minute
+    /// (seen: such clients were cut as if they took nothing). So before it
+    /// cuts, the check asks the kernel when it last sent the client data
+    /// (`TCP_INFO`'s `tcpi_last_data_sent`): a client whose window still
+    /// opens gets data, and counts as taking it. A client that reads nothing
+    /// gets only zero-window probes, which carry no data.
     private func checkSending() {
         self.sendTimer = nil
         guard self.pendingWrites > 0 else { return }
         let limit = self.limits.underPressure() ? self.limits.pressuredSendTimeout : self.limits.sendTimeout
-        if NIODeadline.now() - self.lastProgress >= limit {
-            self.logger.debug("closing a connection whose client takes nothing", metadata: ["gateway.http.pending_chunks": "\(self.pendingWrites)"])
-            self.forceClose()
+        guard NIODeadline.now() - self.lastProgress >= limit else {
+            self.scheduleSendCheck()
             return
         }
-        self.scheduleSendCheck()
+        guard let socket = self.channel as? any SocketOptionProvider else {
+            self.cutStalledClient()
+            return
+        }
+        socket.getTCPInfo().hop(to: self.eventLoop).assumeIsolated().whenComplete { result in
+            guard self.pendingWrites > 0 else { return }
+            if case .success(let info) = result, Int64(info.tcpi_last_data_sent) < limit.nanoseconds / 1_000_000 {
+                // The kernel is still sending: the client reads, slowly.
+                self.lastProgress = NIODeadline.now() - .milliseconds(Int64(info.tcpi_last_data_sent))
+                if self.sendTimer == nil { self.scheduleSendCheck() }
+            } else {
+                if case .success(let info) = result { self.logger.debug("the kernel sent no data lately", metadata: ["gateway.http.last_data_sent_ms": "\(info.tcpi_last_data_sent)"]) }
+                self.cutStalledClient()
+            }
+        }
+    }
+
+    private func cutStalledClient() {
+        self.logger.debug("closing a connection whose client takes nothing", metadata: ["gateway.http.pending_chunks": "\(self.pendingWrites)"])
+        self.forceClose()
     }
 
     /// Keeps one timer at the deadline in force.

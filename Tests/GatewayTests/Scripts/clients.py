@@ -19,6 +19,9 @@ usage:
   clients.py stuck HOST PORT PATH N SECONDS N clients ask for a download and never
                                             read; after SECONDS prints how many the
                                             server has closed
+  clients.py paced HOST PORT PATH RATE SECONDS  one client reads a download at RATE
+                                            bytes/s for SECONDS; prints "alive" and
+                                            the bytes read, or "closed" and when
 """
 import socket
 import struct
@@ -187,6 +190,44 @@ elif mode == "stuck":
             closed += 1
         s.close()
     print("closed %d of %d" % (closed, n))
+
+elif mode == "paced":
+    path, rate, seconds = sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+    # 8 MB read at full speed first: the kernel then lets the server's send
+    # buffer grow to megabytes, which a slow reader drains only slowly, so a
+    # write of the server completes rarely. A receive buffer of 64 KiB: one
+    # of megabytes would, once full, stay closed (zero window) until half of
+    # it is read, and a client that takes no data for that long is, to TCP
+    # and to the server, a client that takes nothing.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.connect((host, port))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    burst = 0
+    while burst < 8 << 20:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        burst += len(chunk)
+    start, got, closed = time.time(), 0, None
+    s.settimeout(1)
+    while time.time() - start < seconds:
+        allowed = int(rate * (time.time() - start)) - got
+        if allowed <= 0:
+            time.sleep(0.05)
+            continue
+        try:
+            chunk = s.recv(min(allowed, 8192))
+        except socket.timeout:
+            continue
+        except OSError:
+            chunk = b""
+        if not chunk:
+            closed = time.time() - start
+            break
+        got += len(chunk)
+    print(("closed after %.1f s" % closed if closed is not None else "alive") + " read %d after %d" % (got, burst))
+    s.close()
 
 elif mode == "idle":
     n, seconds = int(sys.argv[4]), float(sys.argv[5])
