@@ -120,7 +120,6 @@ final class ConnectionCounter: Sendable {
     /// One more; returns how many are open now.
     func opened() -> Int { self.count.wrappingAdd(1, ordering: .relaxed).newValue }
     func closed() { self.count.wrappingSubtract(1, ordering: .relaxed) }
-    var current: Int { self.count.load(ordering: .relaxed) }
 }
 
 /// One connection's timeouts and limits; its two handlers report to it.
@@ -239,14 +238,16 @@ private final class ConnectionGuard {
                 self.lastProgress = NIODeadline.now() - .milliseconds(Int64(info.tcpi_last_data_sent))
                 if self.sendTimer == nil { self.scheduleSendCheck() }
             } else {
-                if case .success(let info) = result { self.logger.debug("the kernel sent no data lately", metadata: ["gateway.http.last_data_sent_ms": "\(info.tcpi_last_data_sent)"]) }
-                self.cutStalledClient()
+                let lastSent = (try? result.get()).map { "\($0.tcpi_last_data_sent)" } ?? "unknown"
+                self.cutStalledClient(lastDataSentMilliseconds: lastSent)
             }
         }
     }
 
-    private func cutStalledClient() {
-        self.logger.debug("closing a connection whose client takes nothing", metadata: ["gateway.http.pending_chunks": "\(self.pendingWrites)"])
+    private func cutStalledClient(lastDataSentMilliseconds: String = "unknown") {
+        self.logger.debug("closing a connection whose client takes nothing", metadata: [
+            "gateway.http.pending_chunks": "\(self.pendingWrites)", "gateway.http.last_data_sent_ms": "\(lastDataSentMilliseconds)",
+        ])
         self.forceClose()
     }
 
