@@ -42,12 +42,19 @@ free_port() {
 }
 
 # start_private_postgres DIR PORT: creates the cluster in DIR when needed and
-# starts it on 127.0.0.1:PORT (socket in DIR too). Trust authentication, on
-# loopback only: a private development database.
+# starts it on 127.0.0.1:PORT, then prints the superuser's password.
+#
+# TCP connections (the only way in for the gateway) need a password (SCRAM):
+# one generated at first start and kept in DIR/gateway.password (0600, in
+# the cluster's own 0700 folder); an older cluster made with trust is moved
+# to it on its next start. The Unix socket lives in DIR itself, which only the
+# cluster's owner (and root) can enter, so only they can use it.
 start_private_postgres() {
     local dir=$1 port=$2
     if [ "$(id -u)" = 0 ]; then
         mkdir -p "$dir"
+        # Never follow a link planted in our place (chown would follow it).
+        [ -L "$dir" ] && { echo "$dir is a symbolic link; refusing to use it" >&2; return 1; }
         chown postgres:postgres "$dir"
         chmod 700 "$dir"
         if ! runuser -u postgres -- test -w "$dir"; then
@@ -56,12 +63,28 @@ start_private_postgres() {
         fi
     fi
     if [ ! -f "$dir/PG_VERSION" ]; then
-        as_pg_user "$PG_BIN/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+        as_pg_user "$PG_BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     fi
+    local password_file="$dir/gateway.password"
+    if ! as_pg_user test -s "$password_file"; then
+        as_pg_user sh -c "umask 077; openssl rand -hex 24 > '$password_file'"
+    fi
+    as_pg_user chmod 600 "$password_file"
+    # Loopback TCP with a password; the socket (in DIR, 0700) for the owner.
+    as_pg_user sh -c "umask 077; printf '%s\n' \
+        'local all all trust' \
+        'host all all 127.0.0.1/32 scram-sha-256' \
+        'host all all ::1/128 scram-sha-256' > '$dir/pg_hba.conf'"
     # wal_level=minimal: a table created and filled in one transaction skips
     # the WAL, which makes first seeding much faster.
     as_pg_user "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start -o \
-        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=200" >/dev/null
+        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=200 -c password_encryption=scram-sha-256" >/dev/null
+    local password
+    password=$(as_pg_user cat "$password_file")
+    # Through stdin, so the password is never in a command line (ps shows those).
+    printf "ALTER ROLE postgres PASSWORD '%s';\n" "$password" |
+        as_pg_user "$PG_BIN/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null
+    echo "$password"
 }
 
 stop_private_postgres() {
@@ -71,7 +94,9 @@ stop_private_postgres() {
 }
 
 # A folder the postgres user can use: DIR itself when every parent lets it
-# through, else one under /var/tmp named after DIR.
+# through, else one in the postgres user's home (/var/lib/postgresql), named
+# after DIR. Never in a world-writable folder such as /tmp or /var/tmp, where
+# another local user could plant the path before root uses it.
 reachable_pg_dir() {
     local dir=$1
     if [ "$(id -u)" != 0 ]; then echo "$dir"; return; fi
@@ -80,6 +105,8 @@ reachable_pg_dir() {
     if runuser -u postgres -- test -x "$parent"; then
         echo "$dir"
     else
-        echo "/var/tmp/csv-gateway-pgdata-$(echo "$dir" | md5sum | cut -c1-12)"
+        local home
+        home=$(getent passwd postgres | cut -d: -f6)
+        echo "${home:-/var/lib/postgresql}/csv-gateway-$(echo "$dir" | md5sum | cut -c1-12)"
     fi
 }

@@ -12,8 +12,8 @@ chmod 755 "$pg_dir"
 pg_port=$(free_port)
 cleanup() { stop_private_postgres "$pg_dir/data"; rm -rf "$pg_dir"; }
 trap cleanup EXIT
-start_private_postgres "$pg_dir/data" "$pg_port"
-export TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
+pg_password=$(start_private_postgres "$pg_dir/data" "$pg_port")
+export TEST_DATABASE_URL="postgresql://postgres:$pg_password@127.0.0.1:$pg_port/postgres"
 export PSQL="$PG_BIN/psql"
 echo "test PostgreSQL on port $pg_port" >&2
 

@@ -25,7 +25,7 @@ public final class CacheWriter {
         self.store = store
         self.suffix = suffix
         self.partialPath = "\(store.partialDirectory)/\(UUID().uuidString)\(suffix).partial"
-        self.fd = open(self.partialPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        self.fd = open(self.partialPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard self.fd >= 0 else { throw CacheError.system("open", path: self.partialPath, errno: errno) }
     }
 

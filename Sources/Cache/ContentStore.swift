@@ -26,13 +26,17 @@ public struct ContentStore: Sendable {
     @discardableResult
     public func prepare() throws -> Int {
         let fm = FileManager.default
+        // Exports hold personal data: the folders are the gateway's user's
+        // alone (0700), and so is every file (0600; earlier versions made 0644).
         for dir in [self.root, self.objectsDirectory, self.partialDirectory] {
             do {
-                try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 throw CacheError.system("mkdir", path: dir, errno: errno == 0 ? EACCES : errno)
             }
+            guard chmod(dir, 0o700) == 0 else { throw CacheError.system("chmod", path: dir, errno: errno) }
         }
+        for name in self.objectNames() { chmod(self.objectsDirectory + "/" + name, 0o600) }
         var removed = 0
         for name in (try? fm.contentsOfDirectory(atPath: self.partialDirectory)) ?? [] {
             if unlink(self.partialDirectory + "/" + name) == 0 { removed += 1 }

@@ -32,13 +32,33 @@ func cacheLimit(_ configuration: Configuration, store: ContentStore) -> Int {
     return max(1 << 20, (free / 2).addingReportingOverflow(inCache / 2).partialValue)
 }
 
-func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBufferPool, configuration: Configuration) -> Router<BasicRequestContext> {
-    let router = Router()
+/// The routes, behind (outermost first) the request log, the request
+/// metrics, the error mapping and the access check.
+func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBufferPool, access: AccessControl, configuration: Configuration, logger: Logger) -> Router<GatewayRequestContext> {
+    let router = Router(context: GatewayRequestContext.self)
+    router.add(middleware: RequestLogMiddleware(logger: logger))
+    router.add(middleware: MetricsMiddleware())
     router.add(middleware: ErrorMiddleware())
+    router.add(middleware: AccessMiddleware(access: access))
     let downloads = DownloadResponder(manager: manager, buffers: buffers, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))
-    ExportController(manager: manager, downloads: downloads).addRoutes(to: router)
-    HealthController(probe: health, journalLoaded: { manager.isJournalLoaded }).addRoutes(to: router)
+    ExportController(manager: manager, downloads: downloads, links: access.links).addRoutes(to: router)
+    HealthController(probe: health, access: access.mode, journalLoaded: { manager.isJournalLoaded }).addRoutes(to: router)
+    MetricsController(manager: manager).addRoutes(to: router)
+    OpenAPIController().addRoutes(to: router)
     return router
+}
+
+/// The access rules, with the link-signing key (SIGNING_KEY, or the one kept
+/// in the cache folder, made on first start). Blocking: run on a thread pool.
+func buildAccessControl(_ configuration: Configuration) throws -> AccessControl {
+    let access = configuration.access
+    let key = try SigningKey.load(configured: access.signingKey, cacheDirectory: configuration.cache.directory)
+    return AccessControl(
+        tokens: access.tokens,
+        links: LinkSigner(key: key, lifetime: TimeInterval(access.linkTTLSeconds)),
+        allowAnonymous: access.allowAnonymous,
+        metricsToken: access.metricsToken
+    )
 }
 
 /// The gateway: the HTTP server, the export manager and the thread pools in
@@ -56,14 +76,23 @@ func buildApplication(
     logger: Logger,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> Gateway<some ApplicationProtocol> {
+    // Before any metric is made: see `Telemetry`.
+    _ = Telemetry.registry
     let pools = BlockingPools(compressionThreads: configuration.exports.gzipWorkers)
     let store: ContentStore
+    let access: AccessControl
     do {
         store = try await prepareStorage(configuration, pools: pools, logger: logger)
+        access = try await pools.files.runIfActive { try buildAccessControl(configuration) }
     } catch {
         // The pools' threads must not outlive a start that failed.
         await pools.shutdown()
         throw error
+    }
+    if access.tokens.isEmpty {
+        logger.warning("no API tokens: anyone who can reach the server may export and download everything", metadata: ["gateway.access": "\(access.mode)"])
+    } else {
+        logger.info("API tokens required", metadata: ["gateway.access.tokens": "\(access.tokens.tokens.count)"])
     }
     let limit = try await pools.files.runIfActive { cacheLimit(configuration, store: store) }
     logger.info("cache bound", metadata: ["gateway.cache.max_bytes": "\(limit == 0 ? "none" : String(limit))"])
@@ -87,7 +116,7 @@ func buildApplication(
     let health = HealthProbe(database: configuration.database.settings, store: store, pools: pools)
     let connections = ConnectionCounter()
     let application = Application(
-        router: buildRouter(manager: manager, health: health, buffers: buffers, configuration: configuration),
+        router: buildRouter(manager: manager, health: health, buffers: buffers, access: access, configuration: configuration, logger: logger),
         server: GatewayHTTPServer.builder(limits: limits, connections: connections),
         configuration: .init(
             address: .hostname(http.host, port: http.port),

@@ -54,6 +54,20 @@ import Foundation
 ///   that no export needs are evicted; when none can be, new exports get 507 and a
 ///   running one fails cleanly.
 ///
+/// Access
+/// - `API_TOKENS`: comma list of API tokens, each `name:token` or a bare
+///   `token` (16 to 512 of `A-Z a-z 0-9 - . _ ~ + /`, then optional `=`).
+///   Set, every `/exports…` request needs `Authorization: Bearer <token>`,
+///   and an export is seen only by the token that made it. Default: none.
+/// - `API_TOKENS_FILE`: a file of such entries, one per line (`#` comments). Default: none.
+/// - `ALLOW_ANONYMOUS`: `true` lets the gateway serve without tokens on an
+///   address that is not loopback. Default `false`: without tokens it serves
+///   only on loopback and refuses to start elsewhere.
+/// - `SIGNING_KEY`: key (32 bytes or more) of the HMAC that signs download
+///   links. Default: generated once and kept in `CACHE_DIR/signing.key` (0600).
+/// - `LINK_TTL`: seconds a signed download link works. Default `3600`.
+/// - `METRICS_TOKEN`: when set, `GET /metrics` needs `Authorization: Bearer <it>`. Default: none.
+///
 /// - `LOG_LEVEL`: trace, debug, info, notice, warning, error, critical. Default `info`.
 ///
 /// The environment wins over `.env`; `.env` is read from the working directory.
@@ -102,7 +116,16 @@ struct Configuration: Sendable {
         var rangeWaitSeconds = 15
     }
 
+    struct Access: Sendable {
+        var tokens = APITokens(tokens: [])
+        var allowAnonymous = false
+        var signingKey: String?
+        var linkTTLSeconds = 3600
+        var metricsToken: String?
+    }
+
     var http = HTTP()
+    var access = Access()
     var database = Database()
     var cache = Cache()
     var exports = Exports()
@@ -110,10 +133,16 @@ struct Configuration: Sendable {
 
     /// A setting that is present but unusable; start-up stops with its message.
     struct Invalid: Error, CustomStringConvertible {
-        let key: String
-        let value: String
-        let expected: String
-        var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
+        let description: String
+
+        init(key: String, value: String, expected: String) {
+            self.description = "\(key)=\(value) is not valid: expected \(expected)"
+        }
+
+        /// For settings whose value must not be printed (tokens, keys).
+        init(_ message: String) {
+            self.description = message
+        }
     }
 
     init() {}
@@ -160,6 +189,28 @@ struct Configuration: Sendable {
         if let n = try int("EXPORT_TTL", 1...315_360_000) { self.exports.exportTTLSeconds = n }
         if let n = try bytes("CACHE_MAX_BYTES", 0...(1 << 60)) { self.cache.maxBytes = n }
         if let n = try int("RANGE_WAIT_SECONDS", 0...3600) { self.exports.rangeWaitSeconds = n }
+        do {
+            self.access.tokens = try APITokens.parse(list: environment["API_TOKENS"], file: environment["API_TOKENS_FILE"])
+        } catch {
+            throw Invalid(error.description)
+        }
+        if let allow = try Self.boolean("ALLOW_ANONYMOUS", environment) { self.access.allowAnonymous = allow }
+        if let key = environment["SIGNING_KEY"], !key.isEmpty {
+            guard key.utf8.count >= SigningKey.minimumLength else {
+                throw Invalid("SIGNING_KEY must have at least \(SigningKey.minimumLength) bytes (e.g. `openssl rand -hex 32`)")
+            }
+            self.access.signingKey = key
+        }
+        if let n = try int("LINK_TTL", 1...31_536_000) { self.access.linkTTLSeconds = n }
+        if let token = environment["METRICS_TOKEN"], !token.isEmpty {
+            guard token.utf8.count >= APITokens.minimumLength, APITokens.isBearerToken(token) else {
+                throw Invalid("METRICS_TOKEN must be \(APITokens.minimumLength) to 512 of A-Z a-z 0-9 - . _ ~ + / (then optional =)")
+            }
+            self.access.metricsToken = token
+        }
+        if self.access.tokens.isEmpty, !self.access.allowAnonymous, !Self.isLoopback(self.http.host) {
+            throw Invalid("HOST=\(self.http.host) is not a loopback address, and no API_TOKENS or API_TOKENS_FILE is set: anyone who can reach it could read every export. Set tokens, or ALLOW_ANONYMOUS=true to serve without authentication anyway")
+        }
         if let level = environment["LOG_LEVEL"], !level.isEmpty {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(level.lowercased()) else {
@@ -167,6 +218,14 @@ struct Configuration: Sendable {
             }
             self.logLevel = level.lowercased()
         }
+    }
+
+    /// True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        let lowered = host.lowercased()
+        if lowered == "localhost" || lowered == "::1" || lowered == "[::1]" { return true }
+        let parts = lowered.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { $0.utf8.count <= 3 && UInt8($0) != nil }
     }
 
     private static func boolean(_ key: String, _ environment: [String: String]) throws(Invalid) -> Bool? {

@@ -42,6 +42,8 @@ final class ExportJournal: Sendable {
         let gzipSizeBytes: Int?
         let gzipSha256: String?
         let error: String?
+        /// The id of the API token that made it (nil: made without tokens).
+        let owner: String?
     }
 
     /// The journal could not be written, even on a fresh connection.
@@ -69,6 +71,7 @@ final class ExportJournal: Sendable {
             error text
         );
         ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS expired_at timestamptz;
+        ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS owner text;
         CREATE INDEX IF NOT EXISTS exports_run_id_idx ON gateway.exports (run_id);
         """
 
@@ -93,14 +96,14 @@ final class ExportJournal: Sendable {
             return try db.execute("""
                 SELECT id, run_id, query, extract(epoch FROM created_at), status, extract(epoch FROM started_at),
                        extract(epoch FROM completed_at), extract(epoch FROM cancelled_at), rows_written, size_bytes,
-                       sha256, gzip_size_bytes, gzip_sha256, error, extract(epoch FROM expired_at)
+                       sha256, gzip_size_bytes, gzip_sha256, error, extract(epoch FROM expired_at), owner
                 FROM gateway.exports ORDER BY created_at
                 """)
         }.compactMap(Self.record)
     }
 
     private static func record(_ row: [String?]) -> Record? {
-        guard row.count >= 15 else { return nil }
+        guard row.count >= 16 else { return nil }
         func date(_ i: Int) -> Date? { row[i].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) } }
         guard let id = row[0].flatMap(UUID.init(uuidString:)), let runID = row[1].flatMap(UUID.init(uuidString:)),
             let query = row[2], let createdAt = date(3), let status = row[4].flatMap(ExportLifecycle.Status.init(rawValue:))
@@ -108,7 +111,7 @@ final class ExportJournal: Sendable {
         return Record(
             id: id, runID: runID, query: query, createdAt: createdAt, status: status, startedAt: date(5),
             completedAt: date(6), cancelledAt: date(7), expiredAt: date(14), rows: row[8].flatMap { Int($0) }, sizeBytes: row[9].flatMap { Int($0) },
-            sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13]
+            sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13], owner: row[15]
         )
     }
 
@@ -120,12 +123,12 @@ final class ExportJournal: Sendable {
         try self.run("insert") { db in
             try db.execute(
                 """
-                INSERT INTO gateway.exports (id, run_id, query, created_at, status, started_at, completed_at, rows_written, size_bytes, sha256, error, gzip_size_bytes, gzip_sha256)
-                VALUES ($1, $2, $3, to_timestamp($4), $5, to_timestamp($6), to_timestamp($7), $8, $9, $10, $11, $12, $13)
+                INSERT INTO gateway.exports (id, run_id, query, created_at, status, started_at, completed_at, rows_written, size_bytes, sha256, error, gzip_size_bytes, gzip_sha256, owner)
+                VALUES ($1, $2, $3, to_timestamp($4), $5, to_timestamp($6), to_timestamp($7), $8, $9, $10, $11, $12, $13, $14)
                 ON CONFLICT (id) DO NOTHING
                 """,
                 parameters: [job.id.uuidString, job.run.id.uuidString, job.request.canonicalQuery, Self.epoch(job.createdAt)]
-                    + Self.runState(run) + [run.gzip.map { String($0.size) }, run.gzip?.sha256])
+                    + Self.runState(run) + [run.gzip.map { String($0.size) }, run.gzip?.sha256, job.owner])
         }
         if job.run.snapshot().version != run.version {
             try? self.update(job.run)
@@ -223,6 +226,7 @@ final class ExportJournal: Sendable {
                 throw error
             }
         } catch {
+            Telemetry.journalWriteFailures.increment()
             self.logger.warning("export journal \(what) failed", metadata: ["error": "\(errorDetails(error))"])
             throw Unavailable(details: errorDetails(error))
         }

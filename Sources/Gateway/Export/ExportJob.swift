@@ -2,7 +2,7 @@ import Cache
 import Foundation
 import Synchronization
 
-/// One export, as a client knows it: its id, when it was asked for, and the
+/// One export, as a client knows it: its id, its owner, when it was asked for, and the
 /// run that produces its bytes (shared with every export of the same
 /// canonical request). Its own state is only whether it was cancelled; all
 /// else is the run's.
@@ -10,10 +10,13 @@ final class ExportJob: Sendable {
     let id: UUID
     let createdAt: Date
     let run: ExportRun
+    /// The id of the API token that asked for it (nil: made without tokens).
+    let owner: String?
     private let cancelledAt = Mutex<Date?>(nil)
 
-    init(id: UUID = UUID(), run: ExportRun, createdAt: Date = Date(), cancelledAt: Date? = nil) {
+    init(id: UUID = UUID(), run: ExportRun, owner: String?, createdAt: Date = Date(), cancelledAt: Date? = nil) {
         self.id = id
+        self.owner = owner
         self.run = run
         self.createdAt = createdAt
         self.cancelledAt.withLock { $0 = cancelledAt }

@@ -16,7 +16,7 @@ import Foundation
 /// published), a `start` after a cancel or an interrupt is refused (the
 /// worker does not run it), a `fail` after a cancel changes nothing.
 struct ExportLifecycle: Sendable {
-    enum Status: String, Sendable, Codable {
+    enum Status: String, Sendable, Codable, CaseIterable {
         case queued, running, completed, failed, cancelled
     }
 

@@ -47,13 +47,35 @@ extension ExportManager {
             return (false, [])
         }
         self.remove(removals)
-        if !removals.isEmpty { self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(removals.count)"]) }
+        if !removals.isEmpty {
+            Telemetry.evictions.increment(by: Int64(removals.count))
+            self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(removals.count)"])
+        }
         return fits
     }
 
     /// The producer's partial file is gone (published or discarded).
     func endPartial(_ producer: UUID) {
         self.state.withLock { $0.ledger.endPartial(producer) }
+    }
+
+    /// What `/metrics` shows of the manager's state.
+    struct MetricsSnapshot: Sendable {
+        var exportsByState: [ExportLifecycle.Status: Int] = [:]
+        var queued = 0
+        var running = 0
+        var workers = 0
+        var cacheBytes = 0
+    }
+
+    func metricsSnapshot() -> MetricsSnapshot {
+        let (jobs, queued, running, bytes) = self.state.withLock { state in
+            (Array(state.jobs.values), state.scheduler.queue.count, state.scheduler.running.count, state.ledger.totalBytes)
+        }
+        var snapshot = MetricsSnapshot(queued: queued, running: running, workers: self.limits.maxConcurrent, cacheBytes: bytes)
+        // Outside the manager's lock: a job's status takes its run's lock.
+        for job in jobs { snapshot.exportsByState[job.status, default: 0] += 1 }
+        return snapshot
     }
 
     /// Bytes the cache holds now, as the ledger counts them.

@@ -16,7 +16,7 @@ extension ExportManager {
         let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
         if !old.isEmpty { await self.expire(old) }
         let removals = self.state.withLock { state -> [String] in
-            state.expired = state.expired.filter { now.timeIntervalSince($0.value) < self.exportTTL }
+            state.expired = state.expired.filter { now.timeIntervalSince($0.value.at) < self.exportTTL }
             let stale = state.runs.values.filter { run in
                 (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
             }
@@ -36,7 +36,7 @@ extension ExportManager {
             if job.run.status == .queued || job.run.status == .running { self.applyCancel(job) }
             let removals = self.state.withLock { state -> [String] in
                 guard state.jobs[job.id] != nil else { return [] }
-                state.expired[job.id] = Date()
+                state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner)
                 return state.leave(job)
             }
             self.remove(removals)

@@ -42,7 +42,7 @@ extension ExportManager {
             let now = Date()
             let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
             self.state.withLock { state in
-                for row in rows where isExpired(row) { state.expired[row.id] = row.expiredAt ?? now }
+                for row in rows where isExpired(row) { state.expired[row.id] = ExpiredExport(at: row.expiredAt ?? now, owner: row.owner) }
             }
             newlyExpired += rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id)
             let rows = rows.filter { !isExpired($0) }
@@ -70,7 +70,7 @@ extension ExportManager {
                 state.lastUsed[run.id] = run.completedAt ?? now
                 state.members[run.id] = Set(live.map(\.id))
                 for row in rows {
-                    state.jobs[row.id] = ExportJob(id: row.id, run: run, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
+                    state.jobs[row.id] = ExportJob(id: row.id, run: run, owner: row.owner, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
                 }
                 for file in files {
                     state.ledger.hold(file)

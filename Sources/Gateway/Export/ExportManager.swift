@@ -70,9 +70,10 @@ final class ExportManager: Service, Sendable {
         var held: [UUID: [String]] = [:]
         /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
         var lastUsed: [UUID: Date] = [:]
-        /// Exports past EXPORT_TTL, and when they expired: answered 410
-        /// rather than 404 for another EXPORT_TTL, then forgotten (as the journal does).
-        var expired: [UUID: Date] = [:]
+        /// Exports past EXPORT_TTL, when they expired and whose they were:
+        /// answered 410 (to their owner) rather than 404 for another
+        /// EXPORT_TTL, then forgotten (as the journal does).
+        var expired: [UUID: ExpiredExport] = [:]
         /// Gzip forms admitted (being made or waiting for a compressor).
         var gzipAdmitted = 0
         var shuttingDown = false
@@ -182,12 +183,12 @@ final class ExportManager: Service, Sendable {
     /// queued, running or fresh (unless `fresh` asks for a new run);
     /// otherwise a new run starts now, or waits its turn, or is refused when
     /// the limits are reached. Returns once the journal holds the export.
-    func submit(_ request: ExportRequest, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
+    func submit(_ request: ExportRequest, owner: String?, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         let key = request.cacheKey
         // Join first: making room could evict the very file this request would reuse.
         var admitted = self.state.withLock { state -> Result<Admitted, SubmitError>? in
             if let refusal = self.refusal(state) { return .failure(refusal) }
-            return fresh ? nil : self.join(key, state: &state).map { $0.map { Admitted(job: $0, admission: nil) } }
+            return fresh ? nil : self.join(key, owner: owner, state: &state).map { $0.map { Admitted(job: $0, admission: nil) } }
         }
         if admitted == nil {
             // A new run needs room for at least its first write.
@@ -195,13 +196,13 @@ final class ExportManager: Service, Sendable {
             admitted = self.state.withLock { state -> Result<Admitted, SubmitError> in
                 if let refusal = self.refusal(state) { return .failure(refusal) }
                 // An identical request may have started a run meanwhile.
-                if !fresh, let joined = self.join(key, state: &state) { return joined.map { Admitted(job: $0, admission: nil) } }
+                if !fresh, let joined = self.join(key, owner: owner, state: &state) { return joined.map { Admitted(job: $0, admission: nil) } }
                 guard hasRoom else { return .failure(.cacheFull) }
                 guard self.activeJobs(state) < self.activeJobLimit else { return .failure(.queueFull) }
                 let run = ExportRun(request: request)
                 let admission = state.scheduler.submit(run.id)
                 guard admission != .rejected else { return .failure(.queueFull) }
-                let job = ExportJob(run: run)
+                let job = ExportJob(run: run, owner: owner)
                 state.runs[run.id] = run
                 state.latest[key] = run
                 state.lastUsed[run.id] = Date()
@@ -255,11 +256,11 @@ final class ExportManager: Service, Sendable {
 
     /// A new export of the run that answers `key`, if one may be joined;
     /// a join to a queued or running run counts against the queue's bound.
-    private func join(_ key: String, state: inout State) -> Result<ExportJob, SubmitError>? {
+    private func join(_ key: String, owner: String?, state: inout State) -> Result<ExportJob, SubmitError>? {
         guard let run = state.latest[key], self.isJoinable(run, state: state) else { return nil }
         if run.status != .completed, self.activeJobs(state) >= self.activeJobLimit { return .failure(.queueFull) }
         state.lastUsed[run.id] = Date()
-        let job = ExportJob(run: run)
+        let job = ExportJob(run: run, owner: owner)
         state.jobs[job.id] = job
         state.members[run.id, default: []].insert(job.id)
         return .success(job)
@@ -297,14 +298,15 @@ final class ExportManager: Service, Sendable {
         self.state.withLock { $0.jobs[id] }
     }
 
-    /// Finds an export for a client: expired ones (past EXPORT_TTL) are
+    /// Finds an export for a client: one the caller may not see is not
+    /// found (and nothing else happens); expired ones (past EXPORT_TTL) are
     /// removed on the spot and answered as such; a found one counts as a use
     /// of its run for eviction.
-    func lookup(_ id: UUID) async -> Lookup {
-        let (job, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id] != nil, $0.journalLoaded) }
+    func lookup(_ id: UUID, for caller: Caller) async -> Lookup {
+        let (job, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
         guard loaded else { return .unknownYet }
-        if expired { return .expired }
-        guard let job else { return .notFound }
+        if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired : .notFound }
+        guard let job, caller.sees(exportID: id, owner: job.owner) else { return .notFound }
         if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
             await self.expire([job])
             return .expired
@@ -322,9 +324,9 @@ final class ExportManager: Service, Sendable {
     /// entry needs them.
     /// The journal holds the change before anything happens; if it cannot,
     /// this throws and nothing changes.
-    func delete(_ id: UUID) async throws(JournalUnavailable) -> DeleteOutcome {
+    func delete(_ id: UUID, for caller: Caller) async throws(JournalUnavailable) -> DeleteOutcome {
         guard self.isJournalLoaded else { return .unknownYet }
-        guard let job = self.job(id) else { return .notFound }
+        guard let job = self.job(id), caller.sees(exportID: id, owner: job.owner) else { return .notFound }
         // Queued or running: cancel. Ended, or cancelled already: delete, so
         // a cancelled export's id does not hold a MAX_EXPORTS slot until it expires.
         let cancelling = !job.isCancelled && (job.run.status == .queued || job.run.status == .running)
@@ -445,6 +447,7 @@ final class ExportManager: Service, Sendable {
             discarded: { self.endPartial(producer) }
         )
         guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target, storage: storage) else { return }
+        Telemetry.gzipFormsMade.increment()
         do {
             try await self.onDatabasePool { try $0.journal.recordGzip(published, of: run) }
         } catch {
@@ -514,6 +517,12 @@ final class ExportManager: Service, Sendable {
     func onFilesPool<T: Sendable>(_ body: @escaping @Sendable (ExportManager) throws -> T) async throws -> T {
         try await self.pools.files.runIfActive { try body(self) }
     }
+}
+
+/// An export past EXPORT_TTL, remembered for 410 answers to its owner.
+struct ExpiredExport: Sendable {
+    let at: Date
+    let owner: String?
 }
 
 extension ExportManager.State {

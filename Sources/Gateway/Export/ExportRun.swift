@@ -132,10 +132,15 @@ final class ExportRun: Sendable {
     }
 
     func recordProgress(rows: Int, bytes: Int) {
-        self.state.withLock { state in
-            state.rowsWritten = rows
-            state.bytesWritten = bytes
+        let (newRows, newBytes) = self.state.withLock { state in
+            defer {
+                state.rowsWritten = rows
+                state.bytesWritten = bytes
+            }
+            return (rows - state.rowsWritten, bytes - state.bytesWritten)
         }
+        if newRows > 0 { Telemetry.rowsExported.increment(by: Int64(newRows)) }
+        if newBytes > 0 { Telemetry.bytesExported.increment(by: Int64(newBytes)) }
         self.csv.append(length: bytes)
     }
 
@@ -152,7 +157,12 @@ final class ExportRun: Sendable {
             state.canceller = nil
             return true
         }
-        if applied { self.csv.complete(published) }
+        if applied {
+            self.csv.complete(published)
+            if let started = self.snapshot().lifecycle.startedAt {
+                Telemetry.exportDuration.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(started)) * 1e9))
+            }
+        }
         return applied
     }
 

@@ -27,7 +27,8 @@ struct ExportStatus: Encodable, Sendable {
     let gzipSizeBytes: Int?
     let gzipSha256: String?
     let error: String?
-    let downloadUrl: String
+    /// The plain download path; the controller replaces it with a signed link.
+    var downloadUrl: String
     let links: Links
 
     init(job: ExportJob, run: ExportRun.Snapshot, cancelledAt: Date?, now: Date) {

@@ -9,6 +9,8 @@ struct APIError: HTTPResponseError, Sendable {
     private enum Code: String {
         case invalidParameter = "invalid_parameter"
         case notFound = "not_found"
+        case unauthorized
+        case forbidden
         case methodNotAllowed = "method_not_allowed"
         case queueFull = "queue_full"
         case tooManyExports = "too_many_exports"
@@ -38,6 +40,20 @@ struct APIError: HTTPResponseError, Sendable {
 
     static func notFound(_ message: String = "no such export") -> APIError {
         APIError(code: .notFound, status: .notFound, message: message)
+    }
+
+    /// 401: no token, or one that is not known. The body and headers are the
+    /// same whichever token was tried, and never repeat it.
+    static func unauthorized(tokenGiven: Bool) -> APIError {
+        var e = APIError(code: .unauthorized, status: .unauthorized, message: tokenGiven ? "the bearer token is not valid" : "this needs an API token: Authorization: Bearer <token>")
+        e.headers[.wwwAuthenticate] = tokenGiven ? "Bearer realm=\"csv-export-gateway\", error=\"invalid_token\"" : "Bearer realm=\"csv-export-gateway\""
+        return e
+    }
+
+    /// 403 for a signed link that is altered, expired or for another export.
+    /// Said the same way whether or not the export exists.
+    static func badLink() -> APIError {
+        APIError(code: .forbidden, status: .forbidden, message: "the download link is not valid or has expired; ask the export's status for a new one")
     }
 
     static func methodNotAllowed(allow: [String]) -> APIError {

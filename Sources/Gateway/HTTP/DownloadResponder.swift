@@ -52,7 +52,7 @@ struct DownloadResponder: Sendable {
         }
         var headers = extraHeaders
         headers[.contentType] = "text/csv; charset=utf-8"
-        headers[.contentDisposition] = "attachment; filename=\"export-\(job.id.uuidString.lowercased()).csv\""
+        headers[.contentDisposition] = Self.contentDisposition(job, gzip: false)
         headers[.vary] = "Accept-Encoding"
         var file = job.file
         if AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
@@ -63,9 +63,11 @@ struct DownloadResponder: Sendable {
             let isHead = request.method == .head
             if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
                 headers[.contentEncoding] = "gzip"
+                headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
                 file = gzip
             } else if isHead, self.manager.couldStartGzip {
                 headers[.contentEncoding] = "gzip"
+                headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
                 headers[.cacheControl] = "no-store"
                 // A body of unknown length, as the GET's: HEAD then sends no length.
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in try await writer.finish(nil) })
@@ -96,6 +98,17 @@ struct DownloadResponder: Sendable {
         }
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, chunkSize: self.liveChunkSize))
+    }
+
+    /// `attachment; filename="users-<yyyymmdd>-<first 8 of the id>.csv"` (`.csv.gz`
+    /// for the gzip form), the day being the export's, in UTC: what a browser saves it as.
+    static func contentDisposition(_ job: ExportJob, gzip: Bool) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 0) ?? calendar.timeZone
+        let parts = calendar.dateComponents([.year, .month, .day], from: job.createdAt)
+        let day = String(format: "%04d%02d%02d", parts.year ?? 1970, parts.month ?? 1, parts.day ?? 1)
+        let id = job.id.uuidString.lowercased().prefix(8)
+        return "attachment; filename=\"users-\(day)-\(id).csv\(gzip ? ".gz" : "")\""
     }
 
     /// A finished file: validators, ranges and the digest of what is sent.
@@ -188,7 +201,10 @@ struct DownloadResponder: Sendable {
     /// Streams `ranges` of the file (all of it when nil), following it while it grows.
     private func body(_ file: GrowingFile, ranges: [ClosedRange<Int>]?, chunkSize: Int, length: Int? = nil, opened: OpenedFile? = nil) -> ResponseBody {
         let copier = self.copier(file, chunkSize: chunkSize, opened: opened)
+        let live = opened == nil
         return ResponseBody(contentLength: length) { writer in
+            if live { Telemetry.liveReaders.add(1, ordering: .relaxed) }
+            defer { if live { Telemetry.liveReaders.subtract(1, ordering: .relaxed) } }
             for range in ranges ?? [0...(Int.max - 1)] {
                 try await copier.copy(range, to: &writer)
             }
@@ -231,7 +247,9 @@ struct DownloadResponder: Sendable {
             let clock = ContinuousClock()
             while let chunk = try await reader.next() {
                 let start = clock.now
+                let bytes = chunk.readableBytes
                 try await writer.write(chunk)
+                Telemetry.downloadBytes.increment(by: Int64(bytes))
                 // A write waits only while the socket's queue is full: the
                 // client takes less than the disk gives (under 10 MB/s or so).
                 if !lease.clientIsSlow, clock.now - start > .milliseconds(50) { lease.clientIsSlow = true }

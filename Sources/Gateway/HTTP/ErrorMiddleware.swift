@@ -30,7 +30,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         switch Array(parts) {
         case ["exports", "csv"]: return ["GET", "POST"]
-        case ["health"]: return ["GET"]
+        case ["health"], ["metrics"], ["openapi.json"]: return ["GET"]
         case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil && (p[2] == "status" || p[2] == "download"):
             return ["GET", "HEAD"]
         case let p where p.count == 2 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil:

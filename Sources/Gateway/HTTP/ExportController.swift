@@ -4,29 +4,57 @@ import Hummingbird
 
 /// The export API of MISSION.md: start (`POST`, or `GET` that also streams),
 /// status, download, cancel or delete.
+///
+/// Every route acts for the caller `AccessMiddleware` put in the context:
+/// an export another caller made is not found (404), as one that does not exist.
 struct ExportController: Sendable {
     let manager: ExportManager
     let downloads: DownloadResponder
+    let links: LinkSigner
 
     /// The header that names the export in responses that start or serve one.
     static let exportIDHeader = HTTPField.Name("X-Export-Id")!
 
-    func addRoutes(to router: Router<some RequestContext>) {
-        router.post("/exports/csv") { request, _ in try await self.create(request) }
-        router.get("/exports/csv") { request, _ in try await self.createAndStream(request) }
-        router.get("/exports/:id/status") { _, context in try await self.status(context.parameters.get("id")) }
-        router.head("/exports/:id/status") { _, context in Self.headersOnly(try await self.status(context.parameters.get("id"))) }
-        router.get("/exports/:id/download") { request, context in try await self.download(request, id: context.parameters.get("id")) }
-        router.head("/exports/:id/download") { request, context in
-            Self.headersOnly(try await self.download(request, id: context.parameters.get("id")))
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.post("/exports/csv") { request, context in try await self.create(request, caller: Self.caller(context, api: true)) }
+        router.get("/exports/csv") { request, context in try await self.createAndStream(request, caller: Self.caller(context, api: true)) }
+        router.get("/exports/:id/status") { _, context in
+            try await self.status(context.parameters.get("id"), caller: Self.caller(context, api: true))
         }
-        router.delete("/exports/:id") { _, context in try await self.delete(context.parameters.get("id")) }
+        router.head("/exports/:id/status") { _, context in
+            Self.headersOnly(try await self.status(context.parameters.get("id"), caller: Self.caller(context, api: true)))
+        }
+        router.get("/exports/:id/download") { request, context in
+            try await self.download(request, id: context.parameters.get("id"), caller: Self.caller(context, api: false))
+        }
+        router.head("/exports/:id/download") { request, context in
+            Self.headersOnly(try await self.download(request, id: context.parameters.get("id"), caller: Self.caller(context, api: false)))
+        }
+        router.delete("/exports/:id") { _, context in try await self.delete(context.parameters.get("id"), caller: Self.caller(context, api: true)) }
+    }
+
+    /// Who the request acts for. None means it slipped past
+    /// `AccessMiddleware` (a path it did not expect): refused. A signed link
+    /// opens only downloads (`api` false).
+    private static func caller(_ context: GatewayRequestContext, api: Bool) throws -> Caller {
+        switch context.caller {
+        case nil: throw APIError.unauthorized(tokenGiven: false)
+        case .link where api: throw APIError.badLink()
+        case let caller?: return caller
+        }
+    }
+
+    /// The status JSON, with a fresh signed download link.
+    func status(of job: ExportJob) -> ExportStatus {
+        var status = job.snapshot()
+        status.downloadUrl = self.links.downloadLink(for: job.id)
+        return status
     }
 
     /// `POST /exports/csv`: 202 with the status JSON and a `Location`.
-    func create(_ request: Request) async throws -> Response {
-        let job = try await self.submit(request)
-        let status = job.snapshot()
+    func create(_ request: Request, caller: Caller) async throws -> Response {
+        let job = try await self.submit(request, caller: caller)
+        let status = self.status(of: job)
         return try JSONBody.response(status: .accepted, status, headers: [
             .location: status.links.status,
             Self.exportIDHeader: status.exportId.uuidString.lowercased(),
@@ -34,8 +62,8 @@ struct ExportController: Sendable {
     }
 
     /// `GET /exports/csv`: starts the export and streams it in this response.
-    func createAndStream(_ request: Request) async throws -> Response {
-        let job = try await self.submit(request)
+    func createAndStream(_ request: Request, caller: Caller) async throws -> Response {
+        let job = try await self.submit(request, caller: caller)
         let id = job.id.uuidString.lowercased()
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
             Self.exportIDHeader: id,
@@ -43,12 +71,13 @@ struct ExportController: Sendable {
         ])
     }
 
-    func status(_ id: String?) async throws -> Response {
-        try JSONBody.response(status: .ok, try await self.job(id).snapshot())
+    func status(_ id: String?, caller: Caller) async throws -> Response {
+        let job = try await self.job(id, caller: caller)
+        return try JSONBody.response(status: .ok, self.status(of: job), headers: [Self.exportIDHeader: job.id.uuidString.lowercased()])
     }
 
-    func download(_ request: Request, id: String?) async throws -> Response {
-        let job = try await self.job(id)
+    func download(_ request: Request, id: String?, caller: Caller) async throws -> Response {
+        let job = try await self.job(id, caller: caller)
         return try await self.downloads.response(for: job, request: request, extraHeaders: [
             Self.exportIDHeader: job.id.uuidString.lowercased(),
         ])
@@ -56,17 +85,17 @@ struct ExportController: Sendable {
 
     /// Cancels a queued or running export (200 with its status), or deletes an
     /// ended one (204). Cancelling twice answers the same; a deleted export is gone (404).
-    func delete(_ id: String?) async throws -> Response {
+    func delete(_ id: String?, caller: Caller) async throws -> Response {
         let exportID = try Self.exportID(id)
-        if case .expired = await self.manager.lookup(exportID) { throw APIError.exportExpired() }
+        if case .expired = await self.manager.lookup(exportID, for: caller) { throw APIError.exportExpired() }
         let outcome: ExportManager.DeleteOutcome
         do {
-            outcome = try await self.manager.delete(exportID)
+            outcome = try await self.manager.delete(exportID, for: caller)
         } catch {
             throw APIError.journalUnavailable()
         }
         switch outcome {
-        case .cancelled(let job): return try JSONBody.response(status: .ok, job.snapshot())
+        case .cancelled(let job): return try JSONBody.response(status: .ok, self.status(of: job))
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
         case .unknownYet: throw APIError.journalNotLoaded()
@@ -81,7 +110,7 @@ struct ExportController: Sendable {
         return head
     }
 
-    private func submit(_ request: Request) async throws -> ExportJob {
+    private func submit(_ request: Request, caller: Caller) async throws -> ExportJob {
         let exportRequest: ExportRequest
         do {
             exportRequest = try ExportRequest.parse(try QueryString.parse(request.uri.query))
@@ -92,7 +121,7 @@ struct ExportController: Sendable {
         let directives = [request.headers[.cacheControl], request.headers[HTTPField.Name("Pragma")!]].compactMap { $0?.lowercased() }
         let fresh = directives.contains { $0.split(separator: ",").contains { $0.trimmingSpaces() == "no-cache" } }
         do {
-            return try await self.manager.submit(exportRequest, fresh: fresh)
+            return try await self.manager.submit(exportRequest, owner: caller.owner, fresh: fresh)
         } catch {
             switch error {
             case .cacheFull: throw APIError.cacheFull()
@@ -104,8 +133,8 @@ struct ExportController: Sendable {
         }
     }
 
-    private func job(_ id: String?) async throws -> ExportJob {
-        switch await self.manager.lookup(try Self.exportID(id)) {
+    private func job(_ id: String?, caller: Caller) async throws -> ExportJob {
+        switch await self.manager.lookup(try Self.exportID(id), for: caller) {
         case .found(let job): return job
         case .expired: throw APIError.exportExpired()
         case .notFound: throw APIError.notFound()

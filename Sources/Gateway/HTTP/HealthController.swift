@@ -14,6 +14,8 @@ import Synchronization
 /// and an answer never lags the truth by more than a second plus the probe.
 struct HealthController: Sendable {
     let probe: HealthProbe
+    /// How the API is protected (`AccessControl.mode`): "tokens", or open and why.
+    let access: String
     /// True once the journal has been read (`ExportManager.isJournalLoaded`).
     let journalLoaded: @Sendable () -> Bool
 
@@ -22,9 +24,10 @@ struct HealthController: Sendable {
         let database: String
         let cache: String
         let journal: String
+        let access: String
     }
 
-    func addRoutes(to router: Router<some RequestContext>) {
+    func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/health") { _, _ in try await self.check() }
     }
 
@@ -34,7 +37,8 @@ struct HealthController: Sendable {
         let healthy = databaseOK && cacheOK && journalOK
         let body = Body(
             status: healthy ? "ok" : "unhealthy", database: databaseOK ? "ok" : "unreachable",
-            cache: cacheOK ? "ok" : "not writable", journal: journalOK ? "ok" : "not read yet"
+            cache: cacheOK ? "ok" : "not writable", journal: journalOK ? "ok" : "not read yet",
+            access: self.access
         )
         return try JSONBody.response(status: healthy ? .ok : .serviceUnavailable, body, headers: [.cacheControl: "no-store"])
     }
