@@ -16,6 +16,11 @@ ensure_packages() {
     command -v pgrep >/dev/null || missing+=(procps)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v gzip >/dev/null || missing+=(gzip)
+    # Signed links are tried with the download tools people use.
+    command -v wget >/dev/null || missing+=(wget)
+    command -v aria2c >/dev/null || missing+=(aria2)
+    # The OpenAPI and metrics checks run Python tools from PyPI in a venv.
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             echo "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

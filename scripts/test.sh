@@ -17,5 +17,17 @@ export TEST_DATABASE_URL="postgresql://postgres:$pg_password@127.0.0.1:$pg_port/
 export PSQL="$PG_BIN/psql"
 echo "test PostgreSQL on port $pg_port" >&2
 
+# Python tools from PyPI (Schemathesis, openapi-spec-validator, prometheus_client)
+# in a venv of the build folder, made once.
+venv=.build/python-tools
+tools="schemathesis==4.32.5 openapi-spec-validator==0.9.0 prometheus-client==0.26.0"
+if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$tools" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check $tools
+    echo "$tools" > "$venv/.installed"
+fi
+export TEST_PYTHON_TOOLS="$PWD/$venv/bin"
+
 swift build --build-tests
 swift test --skip-build "$@"

@@ -77,7 +77,7 @@ func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> Gateway<some ApplicationProtocol> {
     // Before any metric is made: see `Telemetry`.
-    _ = Telemetry.registry
+    Telemetry.prepare()
     let pools = BlockingPools(compressionThreads: configuration.exports.gzipWorkers)
     let store: ContentStore
     let access: AccessControl

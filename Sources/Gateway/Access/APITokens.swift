@@ -42,7 +42,7 @@ struct APITokens: Sendable {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw Invalid(description: "API_TOKENS_FILE=\(file) cannot be read as UTF-8 text")
             }
-            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
                 let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
                 if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
                 entries.append(("API_TOKENS_FILE line \(index + 1)", Substring(trimmed)))

@@ -11,8 +11,11 @@ import Hummingbird
 /// - Everything else (the `/exports…` API) needs a known API token when
 ///   tokens are configured; without tokens it is open (loopback or
 ///   ALLOW_ANONYMOUS, see `Configuration`).
-/// - A download with a query is a signed link and is judged on the link
-///   alone (`LinkSigner`): valid, it acts for that export only; otherwise 403.
+/// - A request that carries a link (a download with a query, or any request
+///   with `expires` or `signature` in its query) is judged on the link alone
+///   (`LinkSigner`): a valid link acts for its export's download only;
+///   anything else is 403, so a link altered anywhere, in its path too, is
+///   refused the same way.
 struct AccessControl: Sendable {
     let tokens: APITokens
     let links: LinkSigner
@@ -40,16 +43,25 @@ struct AccessControl: Sendable {
 
     /// Who `request` acts for on the export API, or the error that refuses it.
     func caller(for request: Request) throws(APIError) -> Caller {
-        let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: true)
-        if segments.count == 3, segments[0] == "exports", segments[2] == "download", let query = request.uri.query, !query.isEmpty {
-            let idText = String(segments[1])
-            guard self.links.verify(idText: idText, query: query), let id = UUID(uuidString: idText) else { throw APIError.badLink() }
-            return .link(exportID: id)
+        let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
+        if let query = request.uri.query, !query.isEmpty {
+            let isDownload = segments.count == 4 && segments[0].isEmpty && segments[1] == "exports" && segments[3] == "download"
+            if isDownload || Self.carriesLink(query) {
+                let idText = isDownload ? String(segments[2]) : ""
+                guard isDownload, self.links.verify(idText: idText, query: query), let id = UUID(uuidString: idText) else { throw APIError.badLink() }
+                return .link(exportID: id)
+            }
         }
         if self.tokens.isEmpty { return .open }
         let header = request.headers[.authorization]
         guard let owner = self.tokens.owner(authorization: header) else { throw APIError.unauthorized(tokenGiven: header != nil) }
         return .token(id: owner)
+    }
+
+    /// True when a query has a link's parameter names in it (however spelled around them).
+    private static func carriesLink(_ query: String) -> Bool {
+        let lowered = query.lowercased()
+        return lowered.contains("signature") || lowered.contains("expires")
     }
 
     /// Throws unless `request` may read `/metrics`.

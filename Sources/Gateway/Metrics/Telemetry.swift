@@ -35,6 +35,13 @@ enum Telemetry {
         return Metrics.Timer(label: "gateway_export_duration_seconds", preferredDisplayUnit: .seconds)
     }()
 
+    /// Bootstraps the registry and makes every counter, so that a scrape
+    /// shows each from the start (a counter that has not counted yet reads 0
+    /// rather than missing).
+    static func prepare() {
+        _ = (Self.rowsExported, Self.bytesExported, Self.downloadBytes, Self.evictions, Self.gzipFormsMade, Self.journalWriteFailures, Self.exportDuration)
+    }
+
     /// Live downloads being sent now (of exports still being written).
     static let liveReaders = Atomic<Int>(0)
 

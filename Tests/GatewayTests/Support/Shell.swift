@@ -135,3 +135,11 @@ func sha256Hex(ofFile path: String) async throws -> String {
     let result = try await run("sha256sum", [path])
     return String(result.text.prefix(64))
 }
+
+/// `gzip -dc` of bytes received.
+func gunzip(_ data: Data) async throws -> Data {
+    let path = NSTemporaryDirectory() + "gunzip-\(UUID().uuidString).gz"
+    try data.write(to: URL(fileURLWithPath: path))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    return try await run("gzip", ["-dc", path]).stdout
+}

@@ -34,6 +34,7 @@ final class TestServer: Sendable {
         cacheMaxBytes: Int = 0,
         cacheDirectory: String? = nil,
         fastStart: Bool = true,
+        logHandler: (any LogHandler)? = nil,
         exportsTuning: (inout Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
         let name = "gw_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
@@ -68,8 +69,8 @@ final class TestServer: Sendable {
         exportsTuning(&configuration)
         // Quiet by default: stopping a server with open connections logs errors
         // that are expected here. TEST_LOG_LEVEL=debug shows everything.
-        var logger = Logger(label: "test-gateway")
-        logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        var logger = logHandler.map { handler in Logger(label: "test-gateway") { _ in handler } } ?? Logger(label: "test-gateway")
+        logger.logLevel = logHandler != nil ? .info : ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
 
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = try await buildApplication(configuration, logger: logger) { channel in
@@ -178,4 +179,26 @@ final class TableLock: @unchecked Sendable {
 /// Carries a connection across the thread-pool boundary.
 struct TableLockBox: @unchecked Sendable {
     let db: PostgresConnection
+}
+
+/// Keeps every log line a test server writes, as text, for tests that read its log.
+final class CapturedLog: LogHandler, @unchecked Sendable {
+    // @unchecked: `lines` is guarded by `lock`; metadata and level are set once, before use.
+    private let lock = NSLock()
+    private var captured: [String] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let fields = (self.metadata.merging(event.metadata ?? [:]) { _, new in new }).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let line = "\(event.level) \(event.message) \(fields.joined(separator: " "))"
+        self.lock.withLock { self.captured.append(line) }
+    }
+
+    var lines: [String] { self.lock.withLock { self.captured } }
 }
