@@ -125,7 +125,11 @@ import Testing
             "run", server.url("/openapi.json"), "--checks", checks, "--max-examples", "25", "--max-time", "60", "--workers", "2",
             "--seed", "7", "--no-color", "--generation-database", "none", "--request-timeout", "20",
             "-H", "Authorization: Bearer \(AccessTests.alice)",
-        ], environment: ["SCHEMATHESIS_HOOKS": ""])
+            // Its HTTP client asks for gzip and then cannot decode a 206 that
+            // holds a range of the gzip form (valid HTTP: ranges apply to the
+            // encoded representation, which is what `curl -C -` resumes).
+            "-H", "Accept-Encoding: identity",
+        ])
         #expect(fuzz.status == 0, "\(fuzz.text.suffix(6000))\(fuzz.stderr.suffix(2000))")
         #expect(try await curl(server.url("/health")).status == 200)
     }

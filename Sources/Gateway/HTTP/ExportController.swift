@@ -84,7 +84,8 @@ struct ExportController: Sendable {
     }
 
     /// Cancels a queued or running export (200 with its status), or deletes an
-    /// ended one (204). Cancelling twice answers the same; a deleted export is gone (404).
+    /// ended or cancelled one (204): so a second DELETE of a cancelled export
+    /// deletes it, and after that it is gone (404).
     func delete(_ id: String?, caller: Caller) async throws -> Response {
         let exportID = try Self.exportID(id)
         if case .expired = await self.manager.lookup(exportID, for: caller) { throw APIError.exportExpired() }
@@ -95,7 +96,8 @@ struct ExportController: Sendable {
             throw APIError.journalUnavailable()
         }
         switch outcome {
-        case .cancelled(let job): return try JSONBody.response(status: .ok, self.status(of: job))
+        case .cancelled(let job):
+            return try JSONBody.response(status: .ok, self.status(of: job), headers: [Self.exportIDHeader: job.id.uuidString.lowercased()])
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
         case .unknownYet: throw APIError.journalNotLoaded()
