@@ -43,6 +43,11 @@ import Testing
         #expect(range.status == 206 && range.body == bytes.subdata(in: 100..<200))
         let ifRange = try await curl(url, ["-H", "Range: bytes=100-199", "-H", "If-Range: \(etag)"])
         #expect(ifRange.status == 206)
+        // Positions past what an Int holds are still positions past the end.
+        #expect(try await curl(url, ["-H", "Range: bytes=9223372036854775806-"]).status == 416)
+        #expect(try await curl(url, ["-H", "Range: bytes=99999999999999999999999999-"]).status == 416)
+        let clamped = try await curl(url, ["-H", "Range: bytes=0-99999999999999999999999999"])
+        #expect(clamped.status == 206 && clamped.body == bytes)
         let staleIfRange = try await curl(url, ["-H", "Range: bytes=100-199", "-H", "If-Range: \"other\""])
         #expect(staleIfRange.status == 200 && staleIfRange.body == bytes)
         let gzip = try await curl(url, ["-H", "Accept-Encoding: gzip"])
@@ -137,6 +142,16 @@ import Testing
         #expect(mode == 0o600)
         #expect(try SigningKey.load(configured: String(repeating: "k", count: 32), cacheDirectory: folder) == Array(String(repeating: "k", count: 32).utf8))
         #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: "short", cacheDirectory: folder) }
+        // A key file that is not 64 hex digits, or is a link, is refused, never read as a weak key.
+        let other = try temporaryDirectory("key")
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        for bad in [String(repeating: "+0", count: 32), String(repeating: "g", count: 64), String(repeating: "a", count: 63), ""] {
+            try bad.write(toFile: other + "/signing.key", atomically: false, encoding: .utf8)
+            #expect(throws: SigningKey.Invalid.self, "\(bad)") { try SigningKey.load(configured: nil, cacheDirectory: other) }
+        }
+        try FileManager.default.removeItem(atPath: other + "/signing.key")
+        try FileManager.default.createSymbolicLink(atPath: other + "/signing.key", withDestinationPath: folder + "/signing.key")
+        #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: nil, cacheDirectory: other) }
         // Links from one key do not pass another.
         let id = UUID()
         let link = LinkSigner(key: first, lifetime: 60).downloadLink(for: id)

@@ -102,8 +102,11 @@ struct HeaderParsingTests {
         #expect(ByteRange.parse("bytes=100-", size: 100) == .unsatisfiable)
         #expect(ByteRange.parse("bytes=-0", size: 100) == .unsatisfiable)
         #expect(ByteRange.parse("bytes=0-", size: 0) == .unsatisfiable)
+        // Positions too large for an Int are still valid positions (RFC 9110 has no bound): past the end.
+        #expect(ByteRange.parse("bytes=99999999999999999999-", size: 100) == .unsatisfiable)
+        #expect(ByteRange.parse("bytes=10-99999999999999999999", size: 100) == .ranges([10...99]))
         let tooMany = "bytes=" + (0..<17).map { "\($0)-\($0)" }.joined(separator: ",")
-        for ignored in [nil, "", "bytes=", "bytes = 1-2", "bytes=a-b", "bytes=5-1", "lines=1-2", "bytes=1-2,,4-5", "bytes=99999999999999999999-", tooMany] {
+        for ignored in [nil, "", "bytes=", "bytes = 1-2", "bytes=a-b", "bytes=5-1", "lines=1-2", "bytes=1-2,,4-5", tooMany] {
             #expect(ByteRange.parse(ignored, size: 100) == ByteRange.Resolution.none, "\(ignored ?? "nil")")
         }
         #expect(ByteRange.specs("bytes=5-9,-3,7-") == [.closed(5, 9), .suffix(3), .from(7)])
@@ -319,5 +322,13 @@ struct GzipStreamTests {
         for buffer in try stream.finish() { whole += buffer.readableBytesView }
         try Data(whole).write(to: URL(fileURLWithPath: path))
         #expect(try await run("gzip", ["-dc", path]).text == text)
+    }
+}
+
+struct PostgresErrorTests {
+    /// The lines after a server message's first quote SQL (with filter values) or row data: never kept for the log.
+    @Test func detailsKeepOnlyTheMessagesFirstLine() {
+        let error = PostgresError.queryFailed(sqlState: "XX000", "ERROR:  something failed\nLINE 1: EXPLAIN SELECT id FROM users WHERE country_code IN ('JP')\n                ^\nDETAIL:  Key (email)=(user1@example.com)")
+        #expect(error.details == "ERROR:  something failed")
     }
 }

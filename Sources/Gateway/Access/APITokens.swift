@@ -62,7 +62,7 @@ struct APITokens: Sendable {
                 secret = entry
             }
             if let name, !Self.isValidName(name) {
-                throw Invalid(description: "\(source): a token's name is 1 to 64 of A-Z a-z 0-9 . _ -")
+                throw Invalid(description: "\(source): a token's name is 1 to 64 of A-Z a-z 0-9 . _ - and does not start with t- (the ids of unnamed tokens)")
             }
             guard secret.utf8.count >= Self.minimumLength, secret.utf8.count <= 512, Self.isBearerToken(secret) else {
                 throw Invalid(description: "\(source): a token is \(Self.minimumLength) to 512 of A-Z a-z 0-9 - . _ ~ + / (then optional =)")
@@ -114,8 +114,10 @@ struct APITokens: Sendable {
         return !text.isEmpty && text.utf8.first != UInt8(ascii: "=")
     }
 
+    /// A name never looks like an unnamed token's id (`t-…`): a name chosen so
+    /// would inherit the exports of a bare token that was removed.
     static func isValidName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+        !name.lowercased().hasPrefix("t-") && (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"): true

@@ -36,18 +36,30 @@ struct AccessControl: Sendable {
         return self.allowAnonymous ? "open: no API tokens (ALLOW_ANONYMOUS)" : "open: no API tokens (loopback only)"
     }
 
+    /// The path's segments as the router sees them (empty ones dropped:
+    /// `//metrics/` is routed as `/metrics`), so the checks here match the
+    /// route a request will reach.
+    static func segments(_ path: String) -> [Substring] {
+        path.split(separator: "/", omittingEmptySubsequences: true)
+    }
+
     /// Paths anyone may ask for.
-    static func isPublic(_ path: String) -> Bool {
-        path == "/health" || path == "/openapi.json"
+    static func isPublic(_ segments: [Substring]) -> Bool {
+        segments == ["health"] || segments == ["openapi.json"]
+    }
+
+    static func isMetrics(_ segments: [Substring]) -> Bool {
+        segments == ["metrics"]
     }
 
     /// Who `request` acts for on the export API, or the error that refuses it.
     func caller(for request: Request) throws(APIError) -> Caller {
-        let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
+        let raw = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
         if let query = request.uri.query, !query.isEmpty {
-            let isDownload = segments.count == 4 && segments[0].isEmpty && segments[1] == "exports" && segments[3] == "download"
+            // Exactly `/exports/<id>/download`: a link is judged on its exact bytes.
+            let isDownload = raw.count == 4 && raw[0].isEmpty && raw[1] == "exports" && raw[3] == "download"
             if isDownload || Self.carriesLink(query) {
-                let idText = isDownload ? String(segments[2]) : ""
+                let idText = isDownload ? String(raw[2]) : ""
                 guard isDownload, self.links.verify(idText: idText, query: query), let id = UUID(uuidString: idText) else { throw APIError.badLink() }
                 return .link(exportID: id)
             }
@@ -58,10 +70,14 @@ struct AccessControl: Sendable {
         return .token(id: owner)
     }
 
-    /// True when a query has a link's parameter names in it (however spelled around them).
+    /// True when a query has a parameter named as a link's (`expires` or
+    /// `signature`, in any case): a link changed anywhere else, in its path
+    /// too, still carries one of them, and is judged (and refused) as a link.
     private static func carriesLink(_ query: String) -> Bool {
-        let lowered = query.lowercased()
-        return lowered.contains("signature") || lowered.contains("expires")
+        query.split(separator: "&").contains { part in
+            let name = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first?.lowercased() ?? ""
+            return name == "expires" || name == "signature"
+        }
     }
 
     /// Throws unless `request` may read `/metrics`.
@@ -83,9 +99,9 @@ struct AccessMiddleware: RouterMiddleware {
     let access: AccessControl
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        if AccessControl.isPublic(path) { return try await next(request, context) }
-        if path == "/metrics" {
+        let segments = AccessControl.segments(request.uri.path)
+        if AccessControl.isPublic(segments) { return try await next(request, context) }
+        if AccessControl.isMetrics(segments) {
             try self.access.checkMetrics(request)
             return try await next(request, context)
         }

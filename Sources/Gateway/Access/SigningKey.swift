@@ -44,19 +44,36 @@ enum SigningKey {
         return stored
     }
 
-    /// The key in the file, if it exists and holds one; makes it 0600 if it was not.
+    /// The key in the file, if it exists and holds one (64 hex digits, a
+    /// line end allowed); makes it 0600 if it was not. Not through a symbolic
+    /// link (`O_NOFOLLOW`), so a link planted there neither serves as the key
+    /// nor has its target's mode changed.
     private static func read(_ path: String) -> [UInt8]? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        chmod(path, 0o600)
-        let hex = Array(text.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-        guard hex.count == 64 else { return nil }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var stats = stat()
+        guard fstat(fd, &stats) == 0, (stats.st_mode & S_IFMT) == S_IFREG else { return nil }
+        fchmod(fd, 0o600)
+        var buffer = [UInt8](repeating: 0, count: 80)
+        let count = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+        guard count >= 64 else { return nil }
+        let text = Array(buffer.prefix(count))
+        guard count == 64 || (count == 65 && text.last == UInt8(ascii: "\n")) else { return nil }
         var key: [UInt8] = []
-        var index = 0
-        while index < 64 {
-            guard let byte = UInt8(String(decoding: hex[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-            key.append(byte)
-            index += 2
+        for index in stride(from: 0, to: 64, by: 2) {
+            guard let high = Self.hexValue(text[index]), let low = Self.hexValue(text[index + 1]) else { return nil }
+            key.append(high << 4 | low)
         }
         return key
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

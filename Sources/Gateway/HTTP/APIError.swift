@@ -22,6 +22,7 @@ struct APIError: HTTPResponseError, Sendable {
         case fileGone = "file_gone"
         case unhealthy
         case internalError = "internal_error"
+        case badRequest = "bad_request"
     }
 
     private let code: Code
@@ -112,6 +113,11 @@ struct APIError: HTTPResponseError, Sendable {
 
     static func fileGone() -> APIError {
         APIError(code: .fileGone, status: .gone, message: "the export's file is no longer in the cache")
+    }
+
+    /// Another status Hummingbird itself raised (e.g. a body too large), as JSON.
+    static func http(_ status: HTTPResponse.Status) -> APIError {
+        status.code >= 500 ? .internalError() : APIError(code: .badRequest, status: status, message: status.reasonPhrase)
     }
 
     static func internalError() -> APIError {

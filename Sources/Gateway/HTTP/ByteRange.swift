@@ -81,9 +81,12 @@ enum ByteRange {
         return .ranges(merged)
     }
 
+    /// A position: digits only. One too large for an Int is no less a
+    /// position (past any file's end), so it is taken as `Int.max - 2`: a
+    /// start there is unsatisfiable (416), an end there is clamped.
     private static func number(_ s: String) -> Int? {
         let s = s.trimmingSpaces()
-        guard !s.isEmpty, s.count <= 18, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        return Int(s)
+        guard !s.isEmpty, s.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(s).map { min($0, Int.max - 2) } ?? (Int.max - 2)
     }
 }

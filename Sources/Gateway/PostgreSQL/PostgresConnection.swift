@@ -27,6 +27,9 @@ final class PostgresConnection {
             PQfinish(conn)
             throw PostgresError.connectionFailed(message)
         }
+        // Notices ("relation … already exists, skipping") would go to stderr
+        // raw; they say nothing an operator needs.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
         self.conn = conn
         self.clientTimeout = settings.clientTimeoutMilliseconds.map { .milliseconds($0) }
         var setup = "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'"

@@ -1,6 +1,10 @@
+import Foundation
+
 /// An error from PostgreSQL or libpq. `description` is safe to show a client;
-/// the server's own message (which may quote SQL or data) is in `details`,
-/// for the log only, as postgres-nio's `PSQLError` does.
+/// the server's own message is in `details`, for the log only, as
+/// postgres-nio's `PSQLError` does. `details` keeps only the message's first
+/// line: the lines after it (`LINE 1: …`, `DETAIL:`, `QUERY:`) quote the SQL,
+/// with an export's filter values, or row data, which no log line may hold.
 struct PostgresError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
         case connectionFailed
@@ -13,6 +17,12 @@ struct PostgresError: Error, CustomStringConvertible, Sendable {
     /// The SQLSTATE, when the server sent one.
     let sqlState: String?
     let details: String
+
+    init(code: Code, sqlState: String?, details: String) {
+        self.code = code
+        self.sqlState = sqlState
+        self.details = String(details.split(whereSeparator: \.isNewline).first ?? "").trimmingCharacters(in: .whitespaces)
+    }
 
     var description: String {
         switch self.code {
