@@ -145,12 +145,18 @@ import Testing
         // A key file that is not 64 hex digits, or is a link, is refused, never read as a weak key.
         let other = try temporaryDirectory("key")
         defer { try? FileManager.default.removeItem(atPath: other) }
-        for bad in [String(repeating: "+0", count: 32), String(repeating: "g", count: 64), String(repeating: "a", count: 63), ""] {
+        for bad in [String(repeating: "+0", count: 32), String(repeating: "g", count: 64), String(repeating: "a", count: 63), "", String(repeating: "0", count: 64)] {
             try bad.write(toFile: other + "/signing.key", atomically: false, encoding: .utf8)
             #expect(throws: SigningKey.Invalid.self, "\(bad)") { try SigningKey.load(configured: nil, cacheDirectory: other) }
         }
         try FileManager.default.removeItem(atPath: other + "/signing.key")
         try FileManager.default.createSymbolicLink(atPath: other + "/signing.key", withDestinationPath: folder + "/signing.key")
+        #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: nil, cacheDirectory: other) }
+        try FileManager.default.removeItem(atPath: other + "/signing.key")
+        try FileManager.default.linkItem(atPath: folder + "/signing.key", toPath: other + "/signing.key")
+        #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: nil, cacheDirectory: other) }
+        try FileManager.default.removeItem(atPath: other + "/signing.key")
+        #expect(mkfifo(other + "/signing.key", 0o600) == 0)
         #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: nil, cacheDirectory: other) }
         // Links from one key do not pass another.
         let id = UUID()

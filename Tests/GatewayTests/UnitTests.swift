@@ -329,6 +329,9 @@ struct PostgresErrorTests {
     /// The lines after a server message's first quote SQL (with filter values) or row data: never kept for the log.
     @Test func detailsKeepOnlyTheMessagesFirstLine() {
         let error = PostgresError.queryFailed(sqlState: "XX000", "ERROR:  something failed\nLINE 1: EXPLAIN SELECT id FROM users WHERE country_code IN ('JP')\n                ^\nDETAIL:  Key (email)=(user1@example.com)")
-        #expect(error.details == "ERROR:  something failed")
+        #expect(error.details == "[XX000] ERROR:  something failed")
+        let enumValue = PostgresError.queryFailed(sqlState: "22P02", "ERROR:  invalid input value for enum cc: \"ZQ\"")
+        #expect(enumValue.details == "[22P02] ERROR:  invalid input value for enum cc: \"…\"")
+        #expect(PostgresError.connectionFailed("FATAL:  no \"open").details == "FATAL:  no \"…")
     }
 }

@@ -35,25 +35,43 @@ enum SigningKey {
         let written = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd)
         close(fd)
-        defer { unlink(temporary) }
-        guard written == text.utf8.count, synced == 0 else { throw Invalid(description: "cannot write \(temporary)") }
-        if link(temporary, path) != 0, errno != EEXIST {
-            throw Invalid(description: "cannot create \(path): \(String(cString: strerror(errno)))")
+        guard written == text.utf8.count, synced == 0 else {
+            unlink(temporary)
+            throw Invalid(description: "cannot write \(temporary)")
         }
-        guard let stored = Self.read(path) else { throw Invalid(description: "\(path) does not hold a key (64 hex digits); remove it to make a new one") }
-        return stored
+        let linked = link(temporary, path) == 0 ? 0 : errno
+        // Gone before the key is read back: the key file must have one name.
+        unlink(temporary)
+        if linked != 0, linked != EEXIST {
+            throw Invalid(description: "cannot create \(path): \(String(cString: strerror(linked)))")
+        }
+        // The name outlives a crash (links made before it stay valid).
+        let directory = open(cacheDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
+        }
+        // Another instance that linked first may not have removed its
+        // temporary name yet (the file has two names for a moment): a few tries.
+        for attempt in 0..<20 {
+            if let stored = Self.read(path) { return stored }
+            if attempt < 19 { usleep(50_000) }
+        }
+        throw Invalid(description: "\(path) does not hold a key (64 hex digits in a plain file of its own); remove it to make a new one")
     }
 
     /// The key in the file, if it exists and holds one (64 hex digits, a
-    /// line end allowed); makes it 0600 if it was not. Not through a symbolic
-    /// link (`O_NOFOLLOW`), so a link planted there neither serves as the key
-    /// nor has its target's mode changed.
+    /// line end allowed, not all zero); makes it 0600 if it was not. Only a
+    /// plain file with one name: not through a symbolic link (`O_NOFOLLOW`),
+    /// not a hard link to a file elsewhere, not a FIFO (`O_NONBLOCK`, so the
+    /// start never waits on one), so nothing planted there serves as the key
+    /// or has its mode changed.
     private static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var stats = stat()
-        guard fstat(fd, &stats) == 0, (stats.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard fstat(fd, &stats) == 0, (stats.st_mode & S_IFMT) == S_IFREG, stats.st_nlink == 1 else { return nil }
         fchmod(fd, 0o600)
         var buffer = [UInt8](repeating: 0, count: 80)
         let count = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
@@ -65,7 +83,7 @@ enum SigningKey {
             guard let high = Self.hexValue(text[index]), let low = Self.hexValue(text[index + 1]) else { return nil }
             key.append(high << 4 | low)
         }
-        return key
+        return key.contains { $0 != 0 } ? key : nil
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {

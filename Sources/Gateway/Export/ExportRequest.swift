@@ -223,7 +223,7 @@ struct ExportRequest: Sendable, Equatable {
         switch String(decoding: value.map(ASCII.lower), as: UTF8.self) {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
-        default: throw ParameterError(parameter: name, message: "\(name) must be true or false; got \(quoted(value))", allowed: ["true", "false"])
+        default: throw ParameterError(parameter: name, message: "\(name) must be true or false (1 or 0, yes or no, in any case); got \(quoted(value))", allowed: ["true", "false", "1", "0", "yes", "no"])
         }
     }
 

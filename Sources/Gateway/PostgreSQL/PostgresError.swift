@@ -2,9 +2,12 @@ import Foundation
 
 /// An error from PostgreSQL or libpq. `description` is safe to show a client;
 /// the server's own message is in `details`, for the log only, as
-/// postgres-nio's `PSQLError` does. `details` keeps only the message's first
-/// line: the lines after it (`LINE 1: …`, `DETAIL:`, `QUERY:`) quote the SQL,
-/// with an export's filter values, or row data, which no log line may hold.
+/// postgres-nio's `PSQLError` does. No log line may hold an export's filter
+/// values or row data, and a server message can quote either, so `details`
+/// keeps only the message's first line (the lines after it, `LINE 1: …`,
+/// `DETAIL:`, `QUERY:`, quote the SQL or the row), with whatever it puts in
+/// double quotes replaced by `"…"` (`invalid input value for enum cc: "ZQ"`),
+/// and the SQLSTATE in front, which says what went wrong without any value.
 struct PostgresError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
         case connectionFailed
@@ -21,7 +24,23 @@ struct PostgresError: Error, CustomStringConvertible, Sendable {
     init(code: Code, sqlState: String?, details: String) {
         self.code = code
         self.sqlState = sqlState
-        self.details = String(details.split(whereSeparator: \.isNewline).first ?? "").trimmingCharacters(in: .whitespaces)
+        let firstLine = String(details.split(whereSeparator: \.isNewline).first ?? "").trimmingCharacters(in: .whitespaces)
+        self.details = (sqlState.map { "[\($0)] " } ?? "") + Self.redactingQuoted(firstLine)
+    }
+
+    /// The text with every double-quoted part replaced by `"…"`.
+    static func redactingQuoted(_ text: String) -> String {
+        var result = ""
+        var quoted = false
+        for character in text {
+            if character == "\"" {
+                result += quoted ? "…\"" : "\""
+                quoted.toggle()
+            } else if !quoted {
+                result.append(character)
+            }
+        }
+        return quoted ? result + "…" : result
     }
 
     var description: String {
