@@ -32,12 +32,11 @@ func cacheLimit(_ configuration: Configuration, store: ContentStore) -> Int {
     return max(1 << 20, (free / 2).addingReportingOverflow(inCache / 2).partialValue)
 }
 
-/// The routes, behind (outermost first) the request log, the request
-/// metrics, the error mapping and the access check.
+/// The routes, behind (outermost first) the request log and metrics, the
+/// error mapping and the access check.
 func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBufferPool, access: AccessControl, configuration: Configuration, logger: Logger) -> Router<GatewayRequestContext> {
     let router = Router(context: GatewayRequestContext.self)
-    router.add(middleware: RequestLogMiddleware(logger: logger))
-    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: RequestLogMiddleware(logger: logger, metrics: RequestMetrics()))
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: AccessMiddleware(access: access))
     let downloads = DownloadResponder(manager: manager, buffers: buffers, rangeWait: .seconds(configuration.exports.rangeWaitSeconds))

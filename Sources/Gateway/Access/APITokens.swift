@@ -68,7 +68,7 @@ struct APITokens: Sendable {
                 throw Invalid(description: "\(source): a token is \(Self.minimumLength) to 512 of A-Z a-z 0-9 - . _ ~ + / (then optional =)")
             }
             let digest = Array(SHA256.hash(data: Array(secret.utf8)))
-            let id = name ?? "t-" + digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+            let id = name ?? "t-" + Hex.string(digest.prefix(8))
             if tokens.contains(where: { $0.id == id }) { throw Invalid(description: "\(source): the token name \(id) is used twice") }
             if tokens.contains(where: { $0.digest == digest }) { throw Invalid(description: "\(source): the same token is listed twice") }
             tokens.append(Token(id: id, digest: digest))

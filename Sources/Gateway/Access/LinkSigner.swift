@@ -54,7 +54,7 @@ struct LinkSigner: Sendable {
     private func signature(_ idText: String, _ expires: Int) -> String {
         let message = "download\n\(idText)\n\(expires)"
         let mac = HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: SymmetricKey(data: self.key))
-        return mac.map { String(format: "%02x", $0) }.joined()
+        return Hex.string(mac)
     }
 
     /// The bytes after `name=` in one `name=value` part, if it is that part.

@@ -28,7 +28,7 @@ enum SigningKey {
         // links first or reads the winner's key, never half a file.
         var random = SystemRandomNumberGenerator()
         let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
-        let text = key.map { String(format: "%02x", $0) }.joined() + "\n"
+        let text = Hex.string(key) + "\n"
         let temporary = path + ".\(UUID().uuidString.lowercased()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Invalid(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }

@@ -7,12 +7,18 @@ import Synchronization
 /// One log line per request, when its response has been sent (or cut):
 /// method, route (the template, e.g. `/exports/:id/download`, never the
 /// path or query a client sent), status, body bytes sent, duration, the
-/// request id, the export id, and whether the body was sent whole.
+/// request id, the export id, and whether the body was sent whole; and the
+/// request's metrics (`RequestMetrics`), recorded at the same moment.
 ///
 /// Nothing a client sends is logged verbatim except a well-formed
 /// `X-Request-Id` (1 to 128 of `A-Z a-z 0-9 . _ -`), which is echoed so a
 /// client can find its request; otherwise a new id is made. So no line holds
 /// a token, a signature, a filter or any personal data.
+///
+/// Only bodies that stream (downloads, whose end or abort is what matters)
+/// are followed, through a wrapper that counts their bytes; a body of one
+/// buffer (JSON, errors, metrics) is logged as the handler returns it, with
+/// its length, so Hummingbird keeps its one-write fast path for it.
 ///
 /// The outermost middleware: it also turns errors into their responses, so
 /// every response, errors included, carries `X-Request-Id` and is logged.
@@ -20,9 +26,12 @@ struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     static let requestIDHeader = HTTPField.Name("X-Request-Id")!
     let logger: Logger
+    let metrics: RequestMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
+        let method = Self.method(request.method)
+        self.metrics.began(method: method)
         var context = context
         let requestID = Self.requestID(request.headers[Self.requestIDHeader])
         context.requestID = requestID
@@ -31,45 +40,73 @@ struct RequestLogMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as any HTTPResponseError {
             response = try error.response(from: request, context: context)
+        } catch {
+            self.metrics.ended(route: context.endpointPath ?? "NotFound", method: method, status: 500, nanoseconds: 0)
+            throw error
         }
         response.headers[Self.requestIDHeader] = requestID
-        var metadata: Logger.Metadata = [
-            "gateway.http.method": "\(Self.method(request.method))",
-            "gateway.http.route": "\(context.endpointPath ?? "unmatched")",
-            "gateway.http.status": "\(response.status.code)",
-            "gateway.http.request_id": "\(requestID)",
-        ]
-        if let id = Self.exportID(request.uri.path) ?? response.headers[ExportController.exportIDHeader] {
-            metadata[LogKey.exportID] = "\(id)"
+        let route = context.endpointPath ?? "NotFound"
+        let record = Record(
+            logger: self.logger, metrics: self.metrics, started: started, method: method, route: route,
+            status: response.status.code, requestID: requestID,
+            exportID: response.headers[ExportController.exportIDHeader] ?? Self.exportID(request.uri.path)
+        )
+        let streams = request.method == .get && (route.hasSuffix("/download") || route == "/exports/csv")
+        guard streams else {
+            record.finish(bytes: response.body.contentLength ?? 0, outcome: "complete")
+            return response
         }
-        let logger = self.logger
-        let line = metadata
         let body = response.body
         response.body = ResponseBody(contentLength: body.contentLength) { writer in
             let sent = ByteTally()
-            var outcome = "complete"
-            defer {
-                var line = line
-                line["gateway.http.bytes"] = "\(sent.count.load(ordering: .relaxed))"
-                line["gateway.http.duration_ms"] = "\(Self.milliseconds(ContinuousClock.now - started))"
-                line["gateway.http.outcome"] = "\(outcome)"
-                logger.info("request", metadata: line)
-            }
             do {
                 try await body.write(CountingWriter(inner: writer, sent: sent))
+                record.finish(bytes: sent.count.load(ordering: .relaxed), outcome: "complete")
             } catch {
-                outcome = "aborted"
+                record.finish(bytes: sent.count.load(ordering: .relaxed), outcome: "aborted")
                 throw error
             }
         }
         return response
     }
 
+    /// What is known of a request once its response is made; `finish` writes
+    /// the line and the metrics when the body has been sent.
+    private struct Record: Sendable {
+        let logger: Logger
+        let metrics: RequestMetrics
+        let started: ContinuousClock.Instant
+        let method: String
+        let route: String
+        let status: Int
+        let requestID: String
+        let exportID: String?
+
+        func finish(bytes: Int, outcome: String) {
+            let elapsed = ContinuousClock.now - self.started
+            let (seconds, attoseconds) = elapsed.components
+            self.metrics.ended(route: self.route, method: self.method, status: self.status, nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            guard self.logger.logLevel <= .info else { return }
+            var metadata: Logger.Metadata = [
+                "gateway.http.method": "\(self.method)",
+                "gateway.http.route": "\(self.route)",
+                "gateway.http.status": "\(self.status)",
+                "gateway.http.request_id": "\(self.requestID)",
+                "gateway.http.bytes": "\(bytes)",
+                "gateway.http.duration_ms": "\(RequestLogMiddleware.milliseconds(elapsed))",
+                "gateway.http.outcome": "\(outcome)",
+            ]
+            if let exportID = self.exportID { metadata[LogKey.exportID] = "\(exportID)" }
+            self.logger.info("request", metadata: metadata)
+        }
+    }
+
     /// The client's id if it is well formed, else a new one.
     static func requestID(_ given: String?) -> String {
         if let given, (1...128).contains(given.utf8.count), given.utf8.allSatisfy(Self.isIDByte) { return given }
+        // One draw (one getrandom call), not one a byte.
         var random = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &random), radix: 16) }.joined()
+        return Hex.string(withUnsafeBytes(of: random.next() as UInt64) { Array($0) })
     }
 
     private static func isIDByte(_ byte: UInt8) -> Bool {
@@ -85,13 +122,14 @@ struct RequestLogMiddleware: RouterMiddleware {
 
     /// The methods the API knows by name; anything else is "other", so a
     /// client cannot write what it likes into the log.
-    private static func method(_ method: HTTPRequest.Method) -> String {
+    static func method(_ method: HTTPRequest.Method) -> String {
         [.get, .head, .post, .put, .delete, .options, .patch, .trace, .connect].contains(method) ? method.rawValue : "other"
     }
 
-    private static func milliseconds(_ duration: Duration) -> String {
+    fileprivate static func milliseconds(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components
-        return String(format: "%.1f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+        let tenths = max(0, Int((Double(seconds) * 10_000 + Double(attoseconds) / 1e14).rounded()))
+        return "\(tenths / 10).\(tenths % 10)"
     }
 }
 
