@@ -80,18 +80,9 @@ enum SigningKey {
         guard count == 64 || (count == 65 && text.last == UInt8(ascii: "\n")) else { return nil }
         var key: [UInt8] = []
         for index in stride(from: 0, to: 64, by: 2) {
-            guard let high = Self.hexValue(text[index]), let low = Self.hexValue(text[index + 1]) else { return nil }
+            guard let high = Hex.value(text[index]), let low = Hex.value(text[index + 1]) else { return nil }
             key.append(high << 4 | low)
         }
         return key.contains { $0 != 0 } ? key : nil
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
