@@ -147,6 +147,26 @@ import Testing
         #expect(result.stderr.contains("ALLOW_ANONYMOUS"))
     }
 
+    /// The test PostgreSQL is started by scripts/lib.sh as `scripts/run.sh`
+    /// starts its private one: over TCP it needs the password (SCRAM).
+    @Test(.timeLimit(.minutes(1)))
+    func thePrivatePostgreSQLWantsItsPassword() async throws {
+        let url = TestServer.adminURL
+        guard let at = url.firstIndex(of: "@"), let colon = url[..<at].lastIndex(of: ":"),
+            url[url.index(after: colon)..<at].utf8.count >= 32
+        else {
+            Issue.record("TEST_DATABASE_URL has no generated password: run the tests with scripts/test.sh")
+            return
+        }
+        let withoutPassword = String(url[..<colon]) + String(url[at...])
+        let refused = try await run(TestServer.psql, ["-X", "-w", "-d", withoutPassword, "-c", "SELECT 1"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("password"), "\(refused.stderr)")
+        let wrong = String(url[..<colon]) + ":not-the-password" + String(url[at...])
+        #expect(try await run(TestServer.psql, ["-X", "-w", "-d", wrong, "-c", "SELECT 1"]).status != 0)
+        #expect(try await run(TestServer.psql, ["-X", "-w", "-d", url, "-c", "SELECT 1"]).status == 0)
+    }
+
     @Test func tokensAreComparedByTheirWholeHash() throws {
         let tokens = try APITokens.parse(list: "alice:\(Self.alice),\(Self.bob)", file: nil)
         #expect(tokens.owner(authorization: "Bearer \(Self.alice)") == "alice")
