@@ -55,40 +55,43 @@ free_port() {
 # to it on its next start. The Unix socket lives in DIR itself, which only the
 # cluster's owner (and root) can enter, so only they can use it.
 start_private_postgres() {
+    # Called as $(start_private_postgres …), where bash turns `set -e` off:
+    # every step that can fail returns on its own.
     local dir=$1 port=$2
     if [ "$(id -u)" = 0 ]; then
-        mkdir -p "$dir"
+        mkdir -p "$dir" || return 1
         # Never follow a link planted in our place (chown would follow it).
         [ -L "$dir" ] && { echo "$dir is a symbolic link; refusing to use it" >&2; return 1; }
-        chown postgres:postgres "$dir"
-        chmod 700 "$dir"
+        chown postgres:postgres "$dir" && chmod 700 "$dir" || return 1
         if ! runuser -u postgres -- test -w "$dir"; then
             echo "the postgres user cannot reach $dir (a parent folder is closed to it)" >&2
             return 1
         fi
     fi
     if [ ! -f "$dir/PG_VERSION" ]; then
-        as_pg_user "$PG_BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+        as_pg_user "$PG_BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null || return 1
     fi
     local password_file="$dir/gateway.password"
     if ! as_pg_user test -s "$password_file"; then
-        as_pg_user sh -c "umask 077; openssl rand -hex 24 > '$password_file'"
+        as_pg_user sh -c 'umask 077; openssl rand -hex 24 > "$1"' sh "$password_file" || return 1
     fi
-    as_pg_user chmod 600 "$password_file"
+    as_pg_user chmod 600 "$password_file" || return 1
     # Loopback TCP with a password; the socket (in DIR, 0700) for the owner.
-    as_pg_user sh -c "umask 077; printf '%s\n' \
-        'local all all trust' \
-        'host all all 127.0.0.1/32 scram-sha-256' \
-        'host all all ::1/128 scram-sha-256' > '$dir/pg_hba.conf'"
+    as_pg_user sh -c 'umask 077; printf "%s\n" "local all all trust" "host all all 127.0.0.1/32 scram-sha-256" "host all all ::1/128 scram-sha-256" > "$1"' sh "$dir/pg_hba.conf" || return 1
     # wal_level=minimal: a table created and filled in one transaction skips
-    # the WAL, which makes first seeding much faster.
+    # the WAL, which makes first seeding much faster. A cluster that is
+    # running already (another run of the scripts) makes this fail: the
+    # caller stops rather than share, and later stop, a database in use.
     as_pg_user "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start -o \
-        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=200 -c password_encryption=scram-sha-256" >/dev/null
+        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=200 -c password_encryption=scram-sha-256" >/dev/null || {
+        echo "could not start PostgreSQL in $dir (is it running already? see $dir/server.log)" >&2
+        return 1
+    }
     local password
-    password=$(as_pg_user cat "$password_file")
+    password=$(as_pg_user cat "$password_file") || return 1
     # Through stdin, so the password is never in a command line (ps shows those).
     printf "ALTER ROLE postgres PASSWORD '%s';\n" "$password" |
-        as_pg_user "$PG_BIN/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null
+        as_pg_user "$PG_BIN/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null || return 1
     echo "$password"
 }
 

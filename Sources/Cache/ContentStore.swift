@@ -34,7 +34,9 @@ public struct ContentStore: Sendable {
             } catch {
                 throw CacheError.system("mkdir", path: dir, errno: errno == 0 ? EACCES : errno)
             }
-            guard chmod(dir, 0o700) == 0 else { throw CacheError.system("chmod", path: dir, errno: errno) }
+            // Best effort: a folder the gateway may write but does not own
+            // (a mounted volume) keeps its mode; the files in it are 0600.
+            _ = chmod(dir, 0o700)
         }
         for name in self.objectNames() { chmod(self.objectsDirectory + "/" + name, 0o600) }
         var removed = 0

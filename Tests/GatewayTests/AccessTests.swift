@@ -124,7 +124,7 @@ import Testing
             #expect(try Configuration(environment: ["HOST": loopback]).access.tokens.isEmpty)
         }
         // Bad tokens are refused at start, without repeating them.
-        for bad in ["t-0123456789abcdef:\(Self.alice)", "shortSecret", "name with space:\(Self.alice)", "x:has spaces in the token 1234", "\(Self.alice),\(Self.alice)", "a:\(Self.alice),a:\(Self.bob)"] {
+        for bad in ["demo:change-me-0123456789abcdef", "t-0123456789abcdef:\(Self.alice)", "shortSecret", "name with space:\(Self.alice)", "x:has spaces in the token 1234", "\(Self.alice),\(Self.alice)", "a:\(Self.alice),a:\(Self.bob)"] {
             do {
                 _ = try Configuration(environment: ["API_TOKENS": bad])
                 Issue.record("accepted API_TOKENS=\(bad)")

@@ -158,6 +158,14 @@ import Testing
         try FileManager.default.removeItem(atPath: other + "/signing.key")
         #expect(mkfifo(other + "/signing.key", 0o600) == 0)
         #expect(throws: SigningKey.Invalid.self) { try SigningKey.load(configured: nil, cacheDirectory: other) }
+        // A start that crashed after linking its temporary file as the key
+        // (two names) leaves nothing that stops the next start.
+        let crashed = try temporaryDirectory("key")
+        defer { try? FileManager.default.removeItem(atPath: crashed) }
+        let made = try SigningKey.load(configured: nil, cacheDirectory: crashed)
+        try FileManager.default.linkItem(atPath: crashed + "/signing.key", toPath: crashed + "/signing.key.0c9e.tmp")
+        #expect(try SigningKey.load(configured: nil, cacheDirectory: crashed) == made)
+        #expect(!FileManager.default.fileExists(atPath: crashed + "/signing.key.0c9e.tmp"))
         // Links from one key do not pass another.
         let id = UUID()
         let link = LinkSigner(key: first, lifetime: 60).downloadLink(for: id)

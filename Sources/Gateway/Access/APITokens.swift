@@ -67,6 +67,11 @@ struct APITokens: Sendable {
             guard secret.utf8.count >= Self.minimumLength, secret.utf8.count <= 512, Self.isBearerToken(secret) else {
                 throw Invalid(description: "\(source): a token is \(Self.minimumLength) to 512 of A-Z a-z 0-9 - . _ ~ + / (then optional =)")
             }
+            // `.env.example` ships a placeholder so the setting is visible; it is
+            // public, so it never opens anything.
+            guard !secret.lowercased().contains("change-me") else {
+                throw Invalid(description: "\(source): replace the placeholder token of .env.example with your own (e.g. openssl rand -hex 32)")
+            }
             let digest = Array(SHA256.hash(data: Array(secret.utf8)))
             let id = name ?? "t-" + Hex.string(digest.prefix(8))
             if tokens.contains(where: { $0.id == id }) { throw Invalid(description: "\(source): the token name \(id) is used twice") }

@@ -7,7 +7,9 @@ import Hummingbird
 /// token, and the one decision of who a request acts for (`caller`).
 ///
 /// - `/health` and `/openapi.json` are open to all.
-/// - `/metrics` needs METRICS_TOKEN when it is set.
+/// - `/metrics` needs METRICS_TOKEN when it is set; else, when API tokens are
+///   set, any API token (its counters tell of other owners' exports);
+///   else it is open, as the API is.
 /// - Everything else (the `/exports…` API) needs a known API token when
 ///   tokens are configured; without tokens it is open (loopback or
 ///   ALLOW_ANONYMOUS, see `Configuration`).
@@ -82,7 +84,12 @@ struct AccessControl: Sendable {
 
     /// Throws unless `request` may read `/metrics`.
     func checkMetrics(_ request: Request) throws(APIError) {
-        guard let expected = self.metricsTokenDigest else { return }
+        guard let expected = self.metricsTokenDigest else {
+            if !self.tokens.isEmpty, self.tokens.owner(authorization: request.headers[.authorization]) == nil {
+                throw APIError.unauthorized(tokenGiven: request.headers[.authorization] != nil)
+            }
+            return
+        }
         let header = request.headers[.authorization]
         let presented = header.flatMap(APITokens.bearerToken).map { Array(SHA256.hash(data: Array($0.utf8))) } ?? []
         var difference: UInt8 = presented.count == expected.count ? 0 : 1

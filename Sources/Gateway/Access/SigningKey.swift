@@ -22,6 +22,7 @@ enum SigningKey {
             return Array(configured.utf8)
         }
         let path = cacheDirectory + "/" + Self.fileName
+        Self.removeLeftovers(in: cacheDirectory, key: path)
         if let existing = Self.read(path) { return existing }
         // Written whole under a temporary name, then linked to its name: a
         // concurrent start (another instance on the same folder) either
@@ -58,6 +59,23 @@ enum SigningKey {
             if attempt < 19 { usleep(50_000) }
         }
         throw Invalid(description: "\(path) does not hold a key (64 hex digits in a plain file of its own); remove it to make a new one")
+    }
+
+    /// Temporary files of a start that crashed: the one that was linked as
+    /// the key already (it gave the key a second name, which `read` refuses)
+    /// and any older than a minute. A concurrent start's own fresh one stays.
+    private static func removeLeftovers(in directory: String, key: String) {
+        var keyStats = stat()
+        let keyExists = lstat(key, &keyStats) == 0
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(Self.fileName + ".") && name.hasSuffix(".tmp") {
+            let path = directory + "/" + name
+            var stats = stat()
+            guard lstat(path, &stats) == 0 else { continue }
+            let sameFile = keyExists && stats.st_ino == keyStats.st_ino && stats.st_dev == keyStats.st_dev
+            let old = time(nil) - stats.st_mtim.tv_sec > 60
+            if sameFile || old { unlink(path) }
+        }
     }
 
     /// The key in the file, if it exists and holds one (64 hex digits, a

@@ -70,9 +70,12 @@ struct RequestLogMiddleware: RouterMiddleware {
         return response
     }
 
-    /// What is known of a request once its response is made; `finish` writes
-    /// the line and the metrics when the body has been sent.
-    private struct Record: Sendable {
+    /// What is known of a request once its response is made; `finish`
+    /// writes the line and the metrics, once. A streamed body that is never
+    /// sent (its head could not be written: the client left while the
+    /// handler waited) finishes as aborted when the record goes, so every
+    /// request is logged and counted, and the active-requests gauge comes back.
+    private final class Record: Sendable {
         let logger: Logger
         let metrics: RequestMetrics
         let started: ContinuousClock.Instant
@@ -81,8 +84,23 @@ struct RequestLogMiddleware: RouterMiddleware {
         let status: Int
         let requestID: String
         let exportID: String?
+        private let finished = Atomic<Bool>(false)
+
+        init(logger: Logger, metrics: RequestMetrics, started: ContinuousClock.Instant, method: String, route: String, status: Int, requestID: String, exportID: String?) {
+            self.logger = logger
+            self.metrics = metrics
+            self.started = started
+            self.method = method
+            self.route = route
+            self.status = status
+            self.requestID = requestID
+            self.exportID = exportID
+        }
+
+        deinit { self.finish(bytes: 0, outcome: "aborted") }
 
         func finish(bytes: Int, outcome: String) {
+            guard !self.finished.exchange(true, ordering: .relaxed) else { return }
             let elapsed = ContinuousClock.now - self.started
             let (seconds, attoseconds) = elapsed.components
             self.metrics.ended(route: self.route, method: self.method, status: self.status, nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000)

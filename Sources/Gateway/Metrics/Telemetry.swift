@@ -15,7 +15,11 @@ enum Telemetry {
     /// The process's Prometheus registry; touching it bootstraps swift-metrics.
     static let registry: PrometheusCollectorRegistry = {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Exports take seconds to many minutes; the default buckets end at 10 s.
+        factory.durationHistogramBuckets["gateway_export_duration_seconds"] =
+            [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600].map { Duration.seconds($0) }
+        MetricsSystem.bootstrap(factory)
         return registry
     }()
 
