@@ -25,6 +25,11 @@ struct APITokens: Sendable {
 
     let tokens: [Token]
 
+    /// One token under a fixed id (METRICS_TOKEN), checked like the API's.
+    static func single(_ token: String, id: String) -> APITokens {
+        APITokens(tokens: [Token(id: id, digest: Array(SHA256.hash(data: Array(token.utf8))))])
+    }
+
     var isEmpty: Bool { self.tokens.isEmpty }
 
     /// Fewest bytes a token may have: a bearer token must not be guessable.
@@ -87,11 +92,9 @@ struct APITokens: Sendable {
         guard let header, let presented = Self.bearerToken(header) else { return nil }
         let digest = Array(SHA256.hash(data: Array(presented.utf8)))
         var found: String?
-        for token in self.tokens {
-            // Every byte of every token is compared: the time does not depend on where a match is.
-            var difference: UInt8 = 0
-            for (a, b) in zip(token.digest, digest) { difference |= a ^ b }
-            if difference == 0 { found = token.id }
+        // Every token is compared, whole: the time does not depend on where a match is.
+        for token in self.tokens where ConstantTime.equal(token.digest, digest) {
+            found = token.id
         }
         return found
     }

@@ -43,10 +43,7 @@ struct LinkSigner: Sendable {
             signature.count == 64,
             let expires = Int(String(decoding: expiresText, as: UTF8.self))
         else { return false }
-        let expected = Array(self.signature(idText, expires).utf8)
-        var difference: UInt8 = 0
-        for (a, b) in zip(expected, signature) { difference |= a ^ b }
-        return difference == 0 && Double(expires) > now.timeIntervalSince1970
+        return ConstantTime.equal(Array(self.signature(idText, expires).utf8), signature) && Double(expires) > now.timeIntervalSince1970
     }
 
     /// The hex HMAC of one link. The message names its purpose, so a
