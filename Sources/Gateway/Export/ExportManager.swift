@@ -417,17 +417,22 @@ final class ExportManager: Service, Sendable {
 
     /// True when a new gzip form could start now (what a HEAD answers as).
     var couldStartGzip: Bool {
-        self.state.withLock { !$0.shuttingDown && $0.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue }
+        self.state.withLock { self.hasGzipRoom($0) }
     }
 
     /// Counts one more gzip form in the making, if the bound allows. Takes
     /// only the manager's lock (see `ExportRun.gzipFile`).
     private func admitGzip() -> Bool {
         self.state.withLock { state in
-            guard !state.shuttingDown, state.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue else { return false }
+            guard self.hasGzipRoom(state) else { return false }
             state.gzipAdmitted += 1
             return true
         }
+    }
+
+    /// GZIP_WORKERS + GZIP_QUEUE forms are not all taken, and no shutdown has begun.
+    private func hasGzipRoom(_ state: State) -> Bool {
+        !state.shuttingDown && state.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue
     }
 
     /// Makes one run's gzip form once a compressor is free, and adopts it.

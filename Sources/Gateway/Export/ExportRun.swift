@@ -147,23 +147,23 @@ final class ExportRun: Sendable {
     /// Running → completed, then the readers learn the file's final size.
     /// False if it was cancelled first: the caller removes the file.
     func complete(_ published: PublishedFile, rows: Int) -> Bool {
-        let applied = self.state.withLock { state in
-            guard state.lifecycle.complete(published, at: Date()) else { return false }
+        let now = Date()
+        let (applied, started) = self.state.withLock { state -> (Bool, Date?) in
+            guard state.lifecycle.complete(published, at: now) else { return (false, nil) }
             state.version += 1
             state.rowsWritten = rows
             state.bytesWritten = published.size
             state.totalRows = rows
             state.totalRowsExact = true
             state.canceller = nil
-            return true
+            return (true, state.lifecycle.startedAt)
         }
-        if applied {
-            self.csv.complete(published)
-            if let started = self.snapshot().lifecycle.startedAt {
-                Telemetry.exportDuration.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(started)) * 1e9))
-            }
+        guard applied else { return false }
+        self.csv.complete(published)
+        if let started {
+            Telemetry.exportDuration.recordNanoseconds(Int64(max(0, now.timeIntervalSince(started)) * 1e9))
         }
-        return applied
+        return true
     }
 
     /// Running → failed (a no-op after a cancel or an interrupt); live readers are aborted.
