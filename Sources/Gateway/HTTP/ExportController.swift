@@ -44,21 +44,20 @@ struct ExportController: Sendable {
         }
     }
 
-    /// The status JSON, with a fresh signed download link.
-    func status(of job: ExportJob) -> ExportStatus {
-        var status = job.snapshot()
-        status.downloadUrl = self.links.downloadLink(for: job.id)
-        return status
+    /// The status JSON, with a fresh signed download link, naming the export
+    /// in `X-Export-Id` (and, for a new one, its status URL in `Location`).
+    func statusResponse(_ job: ExportJob, status: HTTPResponse.Status, location: Bool = false) throws -> Response {
+        var json = job.snapshot()
+        json.downloadUrl = self.links.downloadLink(for: job.id)
+        var headers: HTTPFields = [Self.exportIDHeader: job.id.uuidString.lowercased()]
+        if location { headers[.location] = json.links.status }
+        return try JSONBody.response(status: status, json, headers: headers)
     }
 
     /// `POST /exports/csv`: 202 with the status JSON and a `Location`.
     func create(_ request: Request, caller: Caller) async throws -> Response {
         let job = try await self.submit(request, caller: caller)
-        let status = self.status(of: job)
-        return try JSONBody.response(status: .accepted, status, headers: [
-            .location: status.links.status,
-            Self.exportIDHeader: status.exportId.uuidString.lowercased(),
-        ])
+        return try self.statusResponse(job, status: .accepted, location: true)
     }
 
     /// `GET /exports/csv`: starts the export and streams it in this response.
@@ -73,7 +72,7 @@ struct ExportController: Sendable {
 
     func status(_ id: String?, caller: Caller) async throws -> Response {
         let job = try await self.job(id, caller: caller)
-        return try JSONBody.response(status: .ok, self.status(of: job), headers: [Self.exportIDHeader: job.id.uuidString.lowercased()])
+        return try self.statusResponse(job, status: .ok)
     }
 
     func download(_ request: Request, id: String?, caller: Caller) async throws -> Response {
@@ -97,7 +96,7 @@ struct ExportController: Sendable {
         }
         switch outcome {
         case .cancelled(let job):
-            return try JSONBody.response(status: .ok, self.status(of: job), headers: [Self.exportIDHeader: job.id.uuidString.lowercased()])
+            return try self.statusResponse(job, status: .ok)
         case .deleted: return Response(status: .noContent)
         case .notFound: throw APIError.notFound()
         case .unknownYet: throw APIError.journalNotLoaded()

@@ -1,12 +1,10 @@
 import Hummingbird
 
-/// The request context of every route: Hummingbird's own storage, who the
-/// request acts for (set by `AccessMiddleware`; nil until then) and the
-/// request id (set by `RequestLogMiddleware`).
+/// The request context of every route: Hummingbird's own storage, and who
+/// the request acts for (set by `AccessMiddleware`; nil until then).
 struct GatewayRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     var caller: Caller?
-    var requestID = ""
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -32,9 +32,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let started = ContinuousClock.now
         let method = Self.method(request.method)
         self.metrics.began(method: method)
-        var context = context
         let requestID = Self.requestID(request.headers[Self.requestIDHeader])
-        context.requestID = requestID
         var response: Response
         do {
             response = try await next(request, context)
