@@ -38,7 +38,16 @@ import Foundation
 /// - `EXPORT_TTL`: seconds an export lives after it was asked for; then 410 Gone. Default `86400`.
 /// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
 /// - `FAST_START`: when PostgreSQL's plan for an export sorts its rows, read a small
-///   head of the ids first so the first bytes come at once (`ExportQuery.segments`). Default `true`.
+///   head of the ids first so the first bytes come at once (`ExportPlan.head`). Default `true`.
+/// - `EXPORT_PARALLELISM`: COPYs at most that read one export at once, each a
+///   range of ids under one exported snapshot, stitched in id order
+///   (`ExportRunner`, `ExportPlan`). The running exports share it: each gets
+///   `EXPORT_PARALLELISM / running exports` (at least 1), and an export
+///   estimated under 50,000 rows a piece gets fewer. `MAX_CONCURRENT_EXPORTS`
+///   counts exports, not pieces: at most `MAX_CONCURRENT_EXPORTS ×
+///   EXPORT_PARALLELISM` export connections are open (or kept idle, for at
+///   most a minute, for the next export). `1` is one COPY per export.
+///   Default: the number of cores, at most 4.
 /// - `GZIP_LEVEL`: zlib level (1 fastest … 9 smallest) of the one gzip form made per export. Default `6`.
 /// - `GZIP_WORKERS`: gzip forms made at once. Default `1`.
 /// - `GZIP_QUEUE`: gzip forms that may wait for a compressor; past it a gzip
@@ -113,6 +122,10 @@ struct Configuration: Sendable {
         var cacheTTLSeconds = 600
         var exportTTLSeconds = 86_400
         var fastStart = true
+        /// The number of cores, at most 4 (`EXPORT_PARALLELISM`).
+        var parallelism = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        /// Not a setting: the tests lower it to read small tables in pieces.
+        var minRowsPerPiece = ExportPlan.minRowsPerPiece
         var rangeWaitSeconds = 15
     }
 
@@ -180,6 +193,7 @@ struct Configuration: Sendable {
         if let seed = try Self.boolean("SEED", environment) { self.database.seed = seed }
         if let fastStart = try Self.boolean("FAST_START", environment) { self.exports.fastStart = fastStart }
         if let n = try int("MAX_CONCURRENT_EXPORTS", 1...256) { self.exports.maxConcurrent = n }
+        if let n = try int("EXPORT_PARALLELISM", 1...16) { self.exports.parallelism = n }
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
         if let n = try int("MAX_EXPORTS", 1...10_000_000) { self.exports.maxExports = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }

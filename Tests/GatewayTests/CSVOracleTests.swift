@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Gateway
 
 /// The CSV of an export is byte for byte what PostgreSQL writes for the same
 /// query with `psql \copy` in a UTC session.
@@ -29,9 +30,11 @@ import Testing
         Case(query: "nullAs=NULL&delimiter=;&header=true", select: "SELECT \(all) FROM users ORDER BY id", delimiter: ";", extra: ", NULL 'NULL'"),
     ]
 
-    @Test(arguments: cases)
-    func streamedAndCompletedCSVMatchPsqlCopy(_ c: Case) async throws {
-        let server = try await Self.server()
+    /// Every case read by one COPY and by three in parallel (each piece of
+    /// a parallel export a range of ids under one snapshot, stitched).
+    @Test(arguments: cases, [1, 3])
+    func streamedAndCompletedCSVMatchPsqlCopy(_ c: Case, _ parallelism: Int) async throws {
+        let server = try await Self.server(parallelism: parallelism)
         let expected = try await server.psqlCopy(c.select, delimiter: c.delimiter, quote: c.quote, header: c.header, extraOptions: c.extra)
         #expect(expected.count > 0)
 
@@ -45,13 +48,17 @@ import Testing
         let completed = try await curl(server.url("/exports/\(id)/download"))
         #expect(completed.body == expected)
         #expect(completed.headers["content-length"] == String(expected.count))
+        // The parallel server really read it in pieces (when it had rows enough to cut).
+        let pieces = try #require(server.exportRun(id)).pieces
+        let records = expected.count { $0 == UInt8(ascii: "\n") }
+        #expect(parallelism == 1 ? pieces == 1 : (records < 100 || pieces > 1), "\(pieces) pieces for \(records) lines")
     }
 
     /// Both ways of reading an export give PostgreSQL's bytes: a head and the
     /// rest (FAST_START, when the plan sorts) and one COPY.
-    @Test(arguments: [true, false])
-    func fastStartOnOrOffGivesTheSameBytes(_ fastStart: Bool) async throws {
-        let server = try await TestServer.start(rows: 5000, fastStart: fastStart)
+    @Test(arguments: [true, false], [1, 3])
+    func fastStartOnOrOffGivesTheSameBytes(_ fastStart: Bool, _ parallelism: Int) async throws {
+        let server = try await TestServer.start(rows: 5000, fastStart: fastStart, exportsTuning: Self.parallel(parallelism))
         defer { Task { await server.stop() } }
         for c in Self.cases.prefix(3) {
             let expected = try await server.psqlCopy(c.select, delimiter: c.delimiter, quote: c.quote, header: c.header, extraOptions: c.extra)
@@ -63,8 +70,9 @@ import Testing
     /// are psql's output with a guard written another way (a prefix test
     /// rather than the gateway's regular expression), then a BOM and CRLF
     /// record ends put in by a quote-aware scan.
-    @Test func excelPresetIsBOMPlusCRLFPlusFormulaGuard() async throws {
-        let server = try await Self.server()
+    @Test(arguments: [1, 3])
+    func excelPresetIsBOMPlusCRLFPlusFormulaGuard(_ parallelism: Int) async throws {
+        let server = try await Self.server(parallelism: parallelism)
         func guarded(_ c: String) -> String {
             "CASE WHEN left(\(c), 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || \(c) ELSE \(c) END"
         }
@@ -98,14 +106,24 @@ import Testing
     }
 
     /// One database for all cases: the oracle and the gateway read the same rows.
-    static func server() async throws -> TestServer {
-        try await Shared.server.get()
+    static func server(parallelism: Int = 1) async throws -> TestServer {
+        try await (parallelism == 1 ? Shared.server : Shared.parallelServer).get()
+    }
+
+    /// Exports read by `parallelism` COPYs however small the table.
+    static func parallel(_ parallelism: Int) -> @Sendable (inout Configuration) -> Void {
+        { configuration in
+            configuration.exports.parallelism = parallelism
+            configuration.exports.minRowsPerPiece = 1
+        }
     }
 }
 
-/// A server shared by the read-only oracle tests, started once.
+/// Servers shared by the read-only oracle tests, each started once: one
+/// COPY per export, and three.
 enum Shared {
-    static let server = Lazy { try await TestServer.start(rows: 4000) }
+    static let server = Lazy { try await TestServer.start(rows: 4000, exportsTuning: CSVOracleTests.parallel(1)) }
+    static let parallelServer = Lazy { try await TestServer.start(rows: 4000, exportsTuning: CSVOracleTests.parallel(3)) }
 }
 
 actor Lazy<Value: Sendable> {

@@ -67,20 +67,65 @@ struct ExportRequestTests {
         #expect(again.cacheKey == request.cacheKey)
     }
 
-    @Test func segmentsAreASmallHeadAndTheRest() throws {
+    @Test func theHeadIsASmallFirstRangeAndTheRestIsOpen() throws {
         for (minID, maxID) in [(Int64(1), Int64(10_000_000)), (1, 3000), (-50, 50), (Int64.max - 5000, Int64.max)] {
-            let segments = ExportQuery.segments(minID: minID, maxID: maxID).map { $0! }
-            #expect(segments.count == 2)
-            #expect(segments[0].lowerBound == minID && segments[1].upperBound == maxID)
-            #expect(segments[1].lowerBound == segments[0].upperBound + 1)
-            #expect(segments[0].count <= segments[1].count / 100 + 1)
+            let (head, rest) = try #require(ExportPlan.head(minID: minID, maxID: maxID))
+            #expect(head.from == nil && rest.below == nil, "open at both ends: ids the bounds missed are still read")
+            let cut = try #require(head.below)
+            #expect(rest.from == cut && cut > minID && cut <= maxID)
+            #expect(cut - minID <= (maxID - cut) / 100 + 1)
         }
-        #expect(ExportQuery.segments(minID: 5, maxID: 5) == [nil])
-        #expect(ExportQuery.segments(minID: nil, maxID: nil) == [nil])
-        #expect(ExportQuery.segments(minID: Int64.min, maxID: Int64.max) == [nil], "a span too wide to count is read whole")
-        #expect(ExportQuery.planStreams("Index Scan using users_pkey on users  (cost=0.43..1.0 rows=10 width=94)"))
-        #expect(!ExportQuery.planStreams("Gather Merge  (cost=272938.65..371399.35 rows=843890 width=94)"))
-        #expect(!ExportQuery.planStreams("Sort  (cost=1.0..2.0 rows=5 width=94)"))
+        #expect(ExportPlan.head(minID: 5, maxID: 5) == nil)
+        #expect(ExportPlan.head(minID: nil, maxID: nil) == nil)
+        #expect(ExportPlan.head(minID: Int64.min, maxID: Int64.max) == nil, "a span too wide to count is read whole")
+        #expect(IDRange(from: nil, below: 10).condition == "id < 10")
+        #expect(IDRange(from: 3, below: 10).condition == "id >= 3 AND id < 10")
+        #expect(IDRange(from: 3, below: nil).condition == "id >= 3")
+        #expect(IDRange(from: nil, below: nil).condition == nil)
+    }
+
+    /// Pieces are consecutive, non-empty, keep the range's own ends, and
+    /// are balanced by the histogram when it has enough bounds inside.
+    @Test func piecesCoverTheRangeInOrder() throws {
+        let histogram = ExportPlan.histogram(fromText: "{" + stride(from: 1, through: 10_001, by: 100).map(String.init).joined(separator: ",") + "}")
+        #expect(histogram.count == 101)
+        let cases: [(IDRange, Int64, Int64, Int, [Int64])] = [
+            (IDRange(from: 11, below: nil), 1, 10_000, 4, histogram),
+            (IDRange(from: nil, below: nil), 1, 10_000, 3, []),
+            (IDRange(from: 11, below: nil), 1, 10_000, 2, [1, 10_000]),
+            (IDRange(from: 5000, below: nil), 1, 10_000, 4, histogram),
+            (IDRange(from: -100, below: nil), -100, 7, 16, []),
+            (IDRange(from: nil, below: nil), Int64.min, Int64.max, 4, []),
+        ]
+        for (range, minID, maxID, n, bounds) in cases {
+            let pieces = ExportPlan.split(range, minID: minID, maxID: maxID, into: n, histogram: bounds)
+            #expect(pieces.count >= 1 && pieces.count <= n)
+            #expect(pieces.first?.from == range.from && pieces.last?.below == range.below)
+            for (a, b) in zip(pieces, pieces.dropFirst()) {
+                let cut = try #require(a.below)
+                #expect(b.from == cut)
+                #expect(cut > (a.from ?? minID), "no empty piece: \(pieces)")
+            }
+            if range.from == 11, n == 4, !bounds.isEmpty {
+                // 100 buckets of 100 ids each: 4 pieces of about 2500.
+                let sizes = pieces.map { ($0.below ?? 10_001) - ($0.from ?? 1) }
+                #expect(sizes.allSatisfy { abs($0 - 2500) <= 110 }, "\(sizes)")
+            }
+        }
+        #expect(ExportPlan.split(IDRange(from: 3, below: nil), minID: 1, maxID: 3, into: 4, histogram: []) == [IDRange(from: 3, below: nil)])
+        #expect(ExportPlan.split(IDRange(from: nil, below: nil), minID: nil, maxID: nil, into: 4, histogram: []) == [IDRange(from: nil, below: nil)])
+        #expect(ExportPlan.histogram(fromText: "{1,2,x}").isEmpty)
+        #expect(ExportPlan.histogram(fromText: nil).isEmpty)
+    }
+
+    @Test func piecesAreSharedByTheRunningExports() {
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 1, estimatedRows: 10_000_000) == 4)
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 2, estimatedRows: 10_000_000) == 2)
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 9, estimatedRows: 10_000_000) == 1)
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 1, estimatedRows: 120_000) == 2, "50,000 rows a piece at least")
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 1, estimatedRows: 100) == 1)
+        #expect(ExportPlan.pieceCount(parallelism: 4, runningExports: 1, estimatedRows: nil) == 1)
+        #expect(ExportPlan.pieceCount(parallelism: 1, runningExports: 1, estimatedRows: 10_000_000) == 1)
     }
 
     @Test func planRowsAreReadFromExplain() {

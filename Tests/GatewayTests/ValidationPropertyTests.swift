@@ -94,7 +94,7 @@ struct ValidationPropertyTests {
                 if let request {
                     accepted += 1
                     // The gateway's own COPY, over an id range with no rows.
-                    let sql = try ExportQuery(request: request).copy(literal: db.literal, ids: 0...0)
+                    let sql = try ExportQuery(request: request).copy(literal: db.literal, ids: IDRange(from: 0, below: 1))
                     agrees = postgresAccepts(sql)
                 } else {
                     refused += 1

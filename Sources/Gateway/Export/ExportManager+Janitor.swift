@@ -24,6 +24,8 @@ extension ExportManager {
         }
         self.remove(removals)
         _ = self.hasRoom(for: 0)
+        // Kept export connections idle for a minute go (a blocking close: off this pool).
+        try? await self.onDatabasePool { $0.exportConnections.closeStale() }
         let keep = Int(self.exportTTL)
         try? await self.onDatabasePool { try $0.journal.forgetExpired(after: keep) }
     }

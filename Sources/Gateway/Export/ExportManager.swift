@@ -96,6 +96,11 @@ final class ExportManager: Service, Sendable {
     private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
     private let compressors: AsyncBudget
     private let workers: NIOThreadPool
+    /// Threads for the later pieces of parallel exports (`ExportRunner`):
+    /// `maxConcurrent × (parallelism − 1)`, so a piece never waits for one.
+    private let pieceWorkers: NIOThreadPool?
+    /// Export connections kept between exports (`PostgresConnectionPool`).
+    let exportConnections: PostgresConnectionPool
     let state: Mutex<State>
     let logger: Logger
 
@@ -107,7 +112,8 @@ final class ExportManager: Service, Sendable {
         self.logger = logger
         let exports = configuration.exports
         self.limits = exports
-        self.runner = ExportRunner(database: configuration.database.settings, store: store, journal: journal, logger: logger, fastStart: exports.fastStart)
+        self.exportConnections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
+        self.runner = ExportRunner(connections: self.exportConnections, store: store, journal: journal, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
         self.gzipProducer = GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
@@ -116,6 +122,13 @@ final class ExportManager: Service, Sendable {
         self.compressors = AsyncBudget(limit: exports.gzipWorkers)
         self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.workers.start()
+        if exports.parallelism > 1 {
+            let pieceWorkers = NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1))
+            pieceWorkers.start()
+            self.pieceWorkers = pieceWorkers
+        } else {
+            self.pieceWorkers = nil
+        }
         self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: exports.maxConcurrent, maxQueued: exports.maxQueued)))
     }
 
@@ -154,6 +167,8 @@ final class ExportManager: Service, Sendable {
         // with the process. Every other worker has stopped by now (its run
         // was interrupted, and a COPY looks for that every second).
         self.workers.shutdownGracefully { _ in }
+        self.pieceWorkers?.shutdownGracefully { _ in }
+        self.exportConnections.closeAll()
     }
 
     /// True once shutdown has begun.
@@ -170,9 +185,9 @@ final class ExportManager: Service, Sendable {
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
         for run in active {
-            let (action, canceller) = run.interrupt()
+            let (action, cancellers) = run.interrupt()
             if action == .removeFromQueue { self.state.withLock { _ = $0.scheduler.removeQueued(run.id) } }
-            self.cancelQuery(canceller)
+            self.cancelQueries(cancellers)
         }
         if !active.isEmpty { self.logger.notice("shutdown: interrupted queued and running exports", metadata: ["gateway.exports.interrupted": "\(active.count)"]) }
     }
@@ -192,7 +207,7 @@ final class ExportManager: Service, Sendable {
         }
         if admitted == nil {
             // A new run needs room for at least its first write.
-            let hasRoom = self.hasRoom(for: ExportRunner.stagingSize)
+            let hasRoom = self.hasRoom(for: CopyPiece.stagingSize)
             admitted = self.state.withLock { state -> Result<Admitted, SubmitError> in
                 if let refusal = self.refusal(state) { return .failure(refusal) }
                 // An identical request may have started a run meanwhile.
@@ -369,25 +384,26 @@ final class ExportManager: Service, Sendable {
 
     /// Cancels a run no export needs any more.
     func cancel(_ run: ExportRun) {
-        let (action, canceller) = run.cancel()
+        let (action, cancellers) = run.cancel()
         if case .alreadyEnded = action { return }
         self.state.withLock { state in
             if action == .removeFromQueue { _ = state.scheduler.removeQueued(run.id) }
             state.unlist(run)
         }
-        self.cancelQuery(canceller)
+        self.cancelQueries(cancellers)
     }
 
     /// `PQcancel` opens a connection to the server and waits for it: never on
     /// the caller's executor, and on a pool of its own (it has no timeout).
-    private func cancelQuery(_ canceller: PostgresCanceller?) {
-        guard let canceller else { return }
-        self.pools.cancels.submit { state in
-            // A stopped pool runs this at once on the caller's thread: the
-            // process is ending, and its connections end with it.
-            guard state == .active else { return }
-            if let failure = canceller.cancel() {
-                self.logger.notice("query cancel not delivered; the worker stops at its next check", metadata: ["error": "\(failure)"])
+    private func cancelQueries(_ cancellers: [PostgresCanceller]) {
+        for canceller in cancellers {
+            self.pools.cancels.submit { state in
+                // A stopped pool runs this at once on the caller's thread: the
+                // process is ending, and its connections end with it.
+                guard state == .active else { return }
+                if let failure = canceller.cancel() {
+                    self.logger.notice("query cancel not delivered; the worker stops at its next check", metadata: ["error": "\(failure)"])
+                }
             }
         }
     }
@@ -483,10 +499,19 @@ final class ExportManager: Service, Sendable {
     private func runOnWorker(_ run: ExportRun, active: Bool) -> ExportRun? {
         let outcome: ExportRunner.Outcome
         if active {
+            let pieceWorkers = self.pieceWorkers
             outcome = self.runner.run(run, storage: ExportRunner.Storage(
                 reserve: { self.reserve($0, for: run.id, writing: run) },
                 install: { sealed in try self.pools.files.runAndWait { try self.install(sealed, holder: run, producer: run.id) } },
-                discarded: { self.endPartial(run.id) }
+                discarded: { self.endPartial(run.id) },
+                reserveSpool: { piece, bytes in self.reserve(bytes, for: piece, writing: run) },
+                endSpool: { piece in self.endPartial(piece) },
+                startPiece: { body in
+                    // No piece threads (EXPORT_PARALLELISM=1): the runner asks for none.
+                    guard let pieceWorkers else { return body(false) }
+                    pieceWorkers.submit { body($0 == .active) }
+                },
+                runningExports: { self.state.withLock { $0.scheduler.running.count } }
             ))
         } else {
             // The pool is stopping: the run stays queued in the journal.

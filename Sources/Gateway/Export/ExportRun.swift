@@ -18,7 +18,10 @@ final class ExportRun: Sendable {
         var bytesWritten = 0
         var totalRows: Int?
         var totalRowsExact = false
-        var canceller: PostgresCanceller?
+        /// One per connection reading for the run (several for a parallel export).
+        var cancellers: [PostgresCanceller] = []
+        /// COPYs that read the run (1 unless it was read in parallel).
+        var pieces = 0
         /// Bumped by every change of the lifecycle: the journal compares it
         /// to learn whether a row it wrote is already stale.
         var version = 0
@@ -117,18 +120,35 @@ final class ExportRun: Sendable {
     /// True when the worker should stop: cancelled, or interrupted.
     var shouldStop: Bool { self.state.withLock { $0.lifecycle.status == .cancelled || $0.lifecycle.interrupted } }
 
-    /// Lets `cancel` reach the query. False if the run was cancelled or
-    /// interrupted already, in which case the worker must stop.
+    /// Lets `cancel` reach a query of the run. False if the run was
+    /// cancelled or interrupted already, in which case the worker must stop.
     func attach(_ canceller: PostgresCanceller?) -> Bool {
         self.state.withLock { state in
             guard state.lifecycle.status == .running, !state.lifecycle.interrupted else { return false }
-            state.canceller = canceller
+            if let canceller { state.cancellers.append(canceller) }
             return true
+        }
+    }
+
+    /// Takes a connection's canceller back before the connection is kept
+    /// for another export. False if a cancel or an interrupt may already
+    /// hold it: then the connection must be closed, not kept, or that
+    /// cancel could reach the next export's query.
+    func detach(_ canceller: PostgresCanceller?) -> Bool {
+        self.state.withLock { state in
+            if let canceller { state.cancellers.removeAll { $0 === canceller } }
+            return state.lifecycle.status == .running && !state.lifecycle.interrupted
         }
     }
 
     func setEstimate(rows: Int) {
         self.state.withLock { $0.totalRows = rows }
+    }
+
+    /// How many COPYs read it (`ExportPlan`): for the log and the tests.
+    var pieces: Int {
+        get { self.state.withLock { $0.pieces } }
+        set { self.state.withLock { $0.pieces = newValue } }
     }
 
     func recordProgress(rows: Int, bytes: Int) {
@@ -155,7 +175,7 @@ final class ExportRun: Sendable {
             state.bytesWritten = published.size
             state.totalRows = rows
             state.totalRowsExact = true
-            state.canceller = nil
+            state.cancellers = []
             return (true, state.lifecycle.startedAt)
         }
         guard applied else { return false }
@@ -177,7 +197,7 @@ final class ExportRun: Sendable {
         let applied = self.state.withLock { state in
             let applied = state.lifecycle.fail(message, at: Date())
             if applied { state.version += 1 }
-            state.canceller = nil
+            state.cancellers = []
             return applied
         }
         if applied { self.csv.fail(.failed(message)) }
@@ -185,32 +205,32 @@ final class ExportRun: Sendable {
 
     /// Marks it cancelled and aborts its live readers. Returns what the owner
     /// must do next (dequeue it, or let the worker stop) and the handle that
-    /// cancels its query, which the owner calls on a thread pool (`PQcancel`
+    /// cancel its queries, which the owner calls on a thread pool (`PQcancel`
     /// blocks: it opens a connection to the server).
-    func cancel() -> (ExportLifecycle.StopAction, PostgresCanceller?) {
-        let (action, canceller) = self.state.withLock { state in
+    func cancel() -> (ExportLifecycle.StopAction, [PostgresCanceller]) {
+        let (action, cancellers) = self.state.withLock { state in
             let action = state.lifecycle.cancel(at: Date())
             if case .alreadyEnded = action {} else { state.version += 1 }
-            return (action, action == .stopWorker ? state.canceller : nil)
+            return (action, action == .stopWorker ? state.cancellers : [])
         }
-        if case .alreadyEnded = action { return (action, nil) }
+        if case .alreadyEnded = action { return (action, []) }
         self.csv.fail(.cancelled())
         self.gzip.withLock { $0 }?.fail(.cancelled())
-        return (action, canceller)
+        return (action, cancellers)
     }
 
     /// Stops it for a shutdown (see `ExportLifecycle.interrupt`): its live
     /// readers, of the CSV and of a gzip form being made, see an aborted
     /// transfer. Returns what `cancel` returns.
-    func interrupt() -> (ExportLifecycle.StopAction, PostgresCanceller?) {
-        let (action, canceller) = self.state.withLock { state in
+    func interrupt() -> (ExportLifecycle.StopAction, [PostgresCanceller]) {
+        let (action, cancellers) = self.state.withLock { state in
             let action = state.lifecycle.interrupt()
-            return (action, action == .stopWorker ? state.canceller : nil)
+            return (action, action == .stopWorker ? state.cancellers : [])
         }
-        if case .alreadyEnded = action { return (action, nil) }
+        if case .alreadyEnded = action { return (action, []) }
         self.csv.fail(.failed("the server is shutting down"))
         self.gzip.withLock { $0 }?.fail(.failed("the server is shutting down"))
-        return (action, canceller)
+        return (action, cancellers)
     }
 
     func snapshot() -> Snapshot {

@@ -1,9 +1,22 @@
 import Cache
+import Foundation
 import Logging
 
 /// Runs one export on the calling thread, a worker of `ExportManager`'s pool:
-/// a COPY read with libpq, written to a partial file in the store, published
+/// COPYs read with libpq, written to a partial file in the store, published
 /// under its SHA-256 on success, removed on failure, cancel or shutdown.
+///
+/// **Parallel export.** As `pg_dump -j` does, the export's connection opens
+/// a `REPEATABLE READ` transaction and exports its snapshot; the ids are
+/// cut into ranges (`ExportPlan`); the first range is read by this
+/// connection straight into the export's file (live readers follow it as
+/// before), each later one by a connection of its own that imports the
+/// snapshot, into a spool file on disk. Once the first range is in, each
+/// spool is copied into the file in order, while its writer may still be
+/// filling it. The file's bytes, its SHA-256 (computed while writing, in
+/// order), its progress and its publish are those of one COPY of the whole.
+/// A failed piece fails the export; a cancel, a failure or a shutdown stops
+/// every piece, and this thread waits for all of them before it returns.
 /// A cancel or a shutdown may land between any two steps (connect, EXPLAIN,
 /// the file's creation, each COPY, the seal, the publish): each step looks
 /// before it starts, a running query is cancelled by the manager, and the
@@ -12,24 +25,20 @@ import Logging
 /// Everything here blocks; that is why it has threads of its own. The file
 /// write is the backpressure: a slow disk slows the read from PostgreSQL
 /// rather than filling memory, and readers follow the file, not this loop.
-///
-/// Room for a later step: one export from several COPYs over id ranges in
-/// parallel under one exported snapshot, stitched in order; the file writer
-/// and progress reporting here do not assume a single COPY.
 struct ExportRunner: Sendable {
-    let database: PostgresSettings
+    /// Where export connections come from, and go back to after a clean end.
+    let connections: PostgresConnectionPool
     let store: ContentStore
     let journal: ExportJournal
     let logger: Logger
-    /// FAST_START: a sorting plan is read as a small head, then the rest.
+    /// FAST_START: the first 1/1024 of the ids is read first (`ExportPlan.head`).
     var fastStart = true
-    /// How much to gather before writing; also the most a reader can lag
-    /// behind what PostgreSQL has sent while rows are flowing.
-    static let stagingSize = 256 * 1024
-    /// An idle moment flushes once this much is staged (see `idle` in `run`) …
-    static let idleFlushBytes = 64 * 1024
-    /// … or once the oldest staged bytes have waited this long.
-    static let idleFlushDelay: Duration = .milliseconds(5)
+    /// EXPORT_PARALLELISM: COPYs at most for one export (`ExportPlan.pieceCount`).
+    var parallelism = 1
+    /// Fewer rows than this a piece (by the planner's estimate) are not worth a piece.
+    var minRowsPerPiece = ExportPlan.minRowsPerPiece
+    /// What a later piece reads at once from its spool file into the export's.
+    static let stitchBlock = 1 << 20
 
     enum Outcome {
         case completed(PublishedFile)
@@ -41,18 +50,34 @@ struct ExportRunner: Sendable {
         case interrupted
     }
 
-    /// Where the runner's file goes: room under CACHE_MAX_BYTES, the publish
-    /// itself, and word that a partial file was discarded. The manager
-    /// provides them (`ExportManager+Cache.swift`).
+    /// Where the runner's files go: room under CACHE_MAX_BYTES, the publish
+    /// itself, word that a partial file was discarded, and threads for the
+    /// later pieces. The manager provides them (`ExportManager+Cache.swift`).
     struct Storage {
-        /// Room for n more bytes; when it says no, the export fails cleanly
-        /// as if the disk were full.
+        /// Room for n more bytes of the export's file; when it says no, the
+        /// export fails cleanly as if the disk were full.
         var reserve: (Int) -> Bool = { _ in true }
         /// Names a sealed file in `objects/`, in order with every other
         /// change there.
         var install: (SealedFile) throws -> PublishedFile
         /// The partial file was removed without being published.
         var discarded: () -> Void = {}
+        /// Room for n more bytes of the spool file of the piece with this id.
+        var reserveSpool: @Sendable (UUID, Int) -> Bool = { _, _ in true }
+        /// That spool file is gone.
+        var endSpool: @Sendable (UUID) -> Void = { _ in }
+        /// Runs a later piece on a thread of its own; the argument is false
+        /// when the threads are stopping (the piece must give up at once).
+        var startPiece: (@escaping @Sendable (Bool) -> Void) -> Void = { body in Thread.detachNewThread { body(true) } }
+        /// Exports running now, this one included.
+        var runningExports: () -> Int = { 1 }
+    }
+
+    /// A later piece: its range, its spool file and the id its bytes are reserved under.
+    private struct Piece: Sendable {
+        let ids: IDRange
+        let spool: SpoolFile
+        let reservation = UUID()
     }
 
     func run(_ run: ExportRun, storage: Storage) -> Outcome {
@@ -61,93 +86,99 @@ struct ExportRunner: Sendable {
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
         self.journal(run, logger: logger)
         var writer: CacheWriter?
+        var leader: PostgresConnection?
+        let group = PieceGroup()
+        var pieces: [Piece] = []
         do {
-            let db = try PostgresConnection(self.database)
-            defer { db.close() }
-            // Stops within a second of a cancel or a shutdown, even when the
-            // cancel cannot reach the server.
-            db.abandonWhen = { run.shouldStop }
-            guard run.attach(db.makeCanceller()) else { return run.isInterrupted ? .interrupted : .cancelled }
+            let started = ContinuousClock.now
             let query = ExportQuery(request: run.request)
-            let plan = try db.execute(try query.explain(literal: db.literal))
-            let topLine = (plan.first?.first ?? nil) ?? ""
-            if let estimate = ExportQuery.estimatedRows(fromPlanLine: topLine) {
-                run.setEstimate(rows: estimate)
-            }
+            let options = run.request.options
+            // One snapshot for every COPY of the export: together they are
+            // one consistent export. It is exported only when other
+            // connections may join it.
+            let snapshotCall = self.parallelism > 1 ? "pg_export_snapshot()" : "NULL"
+            let (db, canceller, first) = try self.begin(
+                run,
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT \(snapshotCall), (SELECT min(id) FROM users), (SELECT max(id) FROM users)"
+            )
+            leader = db
+            let row = first.first ?? []
+            let snapshot = row.count > 0 ? row[0] : nil
+            let minID = row.count > 1 ? row[1].flatMap { Int64($0) } : nil
+            let maxID = row.count > 2 ? row[2].flatMap { Int64($0) } : nil
+
             let fileWriter = try self.store.createWriter(suffix: ".csv")
             writer = fileWriter
             run.csv.begin(path: fileWriter.partialPath)
-            logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)"])
-
-            let staging = StagingBuffer(capacity: Self.stagingSize)
-            let options = run.request.options
-            if options.byteOrderMark { _ = CSVOptions.utf8BOM.withUnsafeBytes { staging.append($0) } }
             // Records are counted from the messages; with a header the first one is not a record.
             let headerMessages = options.header ? 1 : 0
-            var messages = 0
-            let clock = ContinuousClock()
-            // When the bytes now staged were first seen waiting for an idle flush.
-            var stagedSince: ContinuousClock.Instant?
-            func flush() throws {
-                if run.shouldStop { throw CacheError.cancelled() }
-                stagedSince = nil
-                guard !staging.isEmpty else { return }
-                guard storage.reserve(staging.count) else { throw CacheError.cacheFull() }
-                try fileWriter.write(staging.bytes)
-                staging.removeAll()
-                run.recordProgress(rows: max(0, messages - headerMessages), bytes: fileWriter.length)
+            let rows = RowCounter()
+            let progress = { run.recordProgress(rows: max(0, rows.value - headerMessages), bytes: fileWriter.length) }
+            let copier = CopyPiece(
+                crlf: options.crlf, rows: rows,
+                write: { try fileWriter.write($0) }, reserve: storage.reserve,
+                shouldStop: { run.shouldStop }, written: progress
+            )
+            if options.byteOrderMark { try copier.stage(CSVOptions.utf8BOM) }
+
+            var header = options.header
+            var rest = IDRange(from: nil, below: nil)
+            if self.fastStart, let (head, tail) = ExportPlan.head(minID: minID, maxID: maxID) {
+                try copier.copy(try query.copy(literal: db.literal, header: header, ids: head), on: db)
+                try copier.flush()
+                header = false
+                rest = tail
+                logger.debug("head written", metadata: ["gateway.export.head_ms": "\(Self.milliseconds(since: started))"])
             }
-            // The socket has nothing right now. Flushing at every such moment
-            // wrote 8.5 KB at a time on average (155,000 writes, and as many
-            // wake-ups of every live reader, for the 1.3 GB export; streaming
-            // it cost 9 s of CPU against 4 s without a reader). So an idle
-            // moment flushes only once 64 KiB are staged or the oldest staged
-            // bytes have waited 5 ms: readers still see rows within 5 ms.
-            func idle() throws -> Duration {
-                if run.shouldStop { throw CacheError.cancelled() }
-                guard !staging.isEmpty else { return .seconds(1) }
-                let now = clock.now
-                let since = stagedSince ?? now
-                stagedSince = since
-                if staging.count >= Self.idleFlushBytes || now - since >= Self.idleFlushDelay {
-                    try flush()
-                    return .seconds(1)
-                }
-                return Self.idleFlushDelay - (now - since)
+            let plan = try db.execute(try query.explain(literal: db.literal))
+            let estimate = ExportQuery.estimatedRows(fromPlanLine: (plan.first?.first ?? nil) ?? "")
+            if let estimate { run.setEstimate(rows: estimate) }
+
+            let count = snapshot == nil ? 1 : ExportPlan.pieceCount(parallelism: self.parallelism, runningExports: storage.runningExports(), estimatedRows: estimate, minRowsPerPiece: self.minRowsPerPiece)
+            var ranges = [rest]
+            if count > 1 {
+                let stats = try db.execute("SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'users' AND attname = 'id' AND schemaname = ANY (current_schemas(false))")
+                let histogram = ExportPlan.histogram(fromText: stats.first?.first ?? nil)
+                ranges = ExportPlan.split(rest, minID: minID, maxID: maxID, into: count, histogram: histogram)
             }
-            func append(_ bytes: UnsafeRawBufferPointer) throws {
-                if staging.append(bytes) { return }
-                try flush()
-                if !staging.append(bytes) {
-                    guard storage.reserve(bytes.count) else { throw CacheError.cacheFull() }
-                    try fileWriter.write(bytes)
-                }
-            }
-            // One snapshot for every segment: together they are one consistent export.
-            try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            var segments: [ClosedRange<Int64>?] = [nil]
-            if self.fastStart, !ExportQuery.planStreams(topLine) {
-                let bounds = try db.execute("SELECT min(id), max(id) FROM users")
-                segments = ExportQuery.segments(minID: bounds.first?[0].flatMap { Int64($0) }, maxID: bounds.first?[1].flatMap { Int64($0) })
-            }
-            for (index, ids) in segments.enumerated() {
-                // A cancel between two statements finds no query to stop: look before each.
-                if run.shouldStop { throw CacheError.cancelled() }
-                let sql = try query.copy(literal: db.literal, header: options.header && index == 0, ids: ids)
-                try db.copyOut(sql, onRow: { row in
-                    // One CopyData message is one CSV record (or the header), ending in LF.
-                    messages += 1
-                    if options.crlf, row.last == UInt8(ascii: "\n") {
-                        try append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
-                        try Self.crlf.withUnsafeBytes { try append($0) }
-                    } else {
-                        try append(row)
+            run.pieces = ranges.count
+            if let snapshot, ranges.count > 1 {
+                let reserveSpool = storage.reserveSpool
+                for ids in ranges.dropFirst() {
+                    let piece = Piece(ids: ids, spool: try SpoolFile(store: self.store, suffix: ".csv"))
+                    pieces.append(piece)
+                    group.enter()
+                    let sql = try query.copy(literal: db.literal, header: false, ids: ids)
+                    storage.startPiece { active in
+                        defer { group.leave() }
+                        self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, rows: rows, group: group, active: active, reserve: reserveSpool)
                     }
-                }, onIdle: idle)
-                try flush()
+                }
             }
-            try db.execute("COMMIT")
-            let rows = max(0, messages - headerMessages)
+            logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)", "gateway.export.pieces": "\(ranges.map(\.description))"])
+            try copier.copy(try query.copy(literal: db.literal, header: header, ids: ranges[0]), on: db)
+            try copier.flush()
+            // The later pieces, in order, each as soon as the one before is in.
+            if !pieces.isEmpty {
+                let block = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stitchBlock, alignment: 16)
+                defer { block.deallocate() }
+                for piece in pieces {
+                    try self.stitch(piece.spool, into: fileWriter, block: block, run: run, reserve: storage.reserve, progress: progress)
+                    // Its writer has finished with it: its bytes are in the export's file now.
+                    piece.spool.discard()
+                    storage.endSpool(piece.reservation)
+                }
+                group.waitForAll()
+            }
+            // Read only: everything was read under the snapshot, so a failed
+            // commit loses nothing; the connection is just not kept.
+            if (try? db.execute("COMMIT")) != nil, run.detach(canceller) {
+                self.connections.checkIn(db)
+            } else {
+                db.close()
+            }
+            leader = nil
+            let total = max(0, rows.value - headerMessages)
             if run.shouldStop { throw CacheError.cancelled() }
             let sealed = try fileWriter.seal()
             writer = nil
@@ -160,11 +191,24 @@ struct ExportRunner: Sendable {
                 storage.discarded()
                 throw error
             }
-            guard run.complete(published, rows: rows) else { return .publishedAfterCancel(published) }
+            guard run.complete(published, rows: total) else { return .publishedAfterCancel(published) }
             self.journal(run, logger: logger)
-            logger.info("export completed", metadata: [LogKey.rows: "\(rows)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)"])
+            logger.info("export completed", metadata: [
+                LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
+                "gateway.export.pieces": "\(ranges.count)", "gateway.export.ms": "\(Self.milliseconds(since: started))",
+            ])
             return .completed(published)
         } catch {
+            // The later pieces stop within a second (they look at every
+            // write, and the connection's wait looks every second); none
+            // outlives this export or its spool file.
+            group.stop()
+            group.waitForAll()
+            for piece in pieces {
+                piece.spool.discard()
+                storage.endSpool(piece.reservation)
+            }
+            leader?.close()
             if let writer {
                 writer.discard()
                 storage.discarded()
@@ -184,6 +228,105 @@ struct ExportRunner: Sendable {
         }
     }
 
+    /// A connection (a kept one if there is) with `sql` run on it; when a kept
+    /// one fails (the database restarted since), once more on a new one.
+    /// Its canceller is attached to the run (and returned, to detach it
+    /// before the connection is kept for another export).
+    private func begin(_ run: ExportRun, _ sql: String) throws -> (PostgresConnection, PostgresCanceller?, [[String?]]) {
+        let (kept, reused) = try self.connections.connect()
+        var db = kept
+        var rows: [[String?]]
+        do {
+            db.abandonWhen = { run.shouldStop }
+            rows = try db.execute(sql)
+        } catch {
+            db.close()
+            guard reused, !run.shouldStop else { throw error }
+            db = try self.connections.connect(fresh: true).0
+            do {
+                db.abandonWhen = { run.shouldStop }
+                rows = try db.execute(sql)
+            } catch {
+                db.close()
+                throw error
+            }
+        }
+        let canceller = db.makeCanceller()
+        guard run.attach(canceller) else {
+            db.close()
+            throw CacheError.cancelled()
+        }
+        return (db, canceller, rows)
+    }
+
+    /// Reads one later piece into its spool file, on a thread of its own,
+    /// in the leader's snapshot. Ends the spool file either way: finished,
+    /// or failed with the reason (which the leader then fails with).
+    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, rows: RowCounter, group: PieceGroup, active: Bool, reserve: @escaping @Sendable (UUID, Int) -> Bool) {
+        var db: PostgresConnection?
+        do {
+            guard active else { throw CacheError.failed("the export threads are stopping") }
+            let stop = { run.shouldStop || group.isStopped }
+            let (connection, canceller, _) = try self.begin(run, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT \(try Self.snapshotLiteral(snapshot))")
+            db = connection
+            connection.abandonWhen = stop
+            let copier = CopyPiece(
+                crlf: run.request.options.crlf, rows: rows,
+                write: { try piece.spool.append($0) },
+                reserve: { reserve(piece.reservation, $0) },
+                shouldStop: stop
+            )
+            try copier.copy(sql, on: connection)
+            try copier.flush()
+            piece.spool.finish()
+            db = nil
+            if (try? connection.execute("COMMIT")) != nil, run.detach(canceller) {
+                self.connections.checkIn(connection)
+            } else {
+                connection.close()
+            }
+        } catch {
+            db?.close()
+            piece.spool.fail(error)
+        }
+    }
+
+    /// Copies a spool file into the export's file as its writer fills it,
+    /// until its writer has finished and every byte is in; throws the
+    /// writer's error, or a cancel.
+    private func stitch(_ spool: SpoolFile, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, reserve: (Int) -> Bool, progress: () -> Void) throws {
+        var offset = 0
+        while true {
+            if run.shouldStop { throw CacheError.cancelled() }
+            switch try spool.read(into: block, at: offset, timeout: 1) {
+            case .bytes(let n):
+                guard reserve(n) else { throw CacheError.cacheFull() }
+                try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
+                offset += n
+                progress()
+            case .nothingYet:
+                continue
+            case .ended:
+                return
+            }
+        }
+    }
+
+    /// The snapshot name as an SQL literal. PostgreSQL makes these names
+    /// (`00000003-0000001B-1`): hex digits and dashes, checked all the same,
+    /// since it goes into SQL text.
+    private static func snapshotLiteral(_ name: String) throws -> String {
+        guard !name.isEmpty, name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 70) || ($0 >= 97 && $0 <= 102) }) else {
+            throw PostgresError.queryFailed(sqlState: nil, "unexpected snapshot name from pg_export_snapshot()")
+        }
+        return "'\(name)'"
+    }
+
+    private static func milliseconds(since start: ContinuousClock.Instant) -> String {
+        let elapsed = ContinuousClock.now - start
+        let (seconds, attoseconds) = elapsed.components
+        return String(Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+    }
     /// Journals the run's new state. Not an acknowledgement: if the journal
     /// is down, a restart runs the export again (same bytes), so a failure is
     /// logged (by the journal) and the export goes on.
