@@ -151,6 +151,10 @@ final class ExportManager: Service, Sendable {
                 }
             }
             group.addTask {
+                // Connections for the first export, so it does not pay for them (10 ms each).
+                try? await self.onDatabasePool { $0.exportConnections.warm($0.limits.parallelism) }
+            }
+            group.addTask {
                 // The janitor: ends with the group's cancellation at shutdown.
                 while (try? await Task.sleep(for: self.sweepInterval)) != nil {
                     await self.sweep()
@@ -487,7 +491,13 @@ final class ExportManager: Service, Sendable {
             let active = workItemState == .active
             var next = self.runOnWorker(run, active: active)
             if active {
-                if let next { self.dispatch(next) }
+                if let next {
+                    self.dispatch(next)
+                } else if !self.isShuttingDown {
+                    // Nothing waits: this idle thread replaces the connections a
+                    // cancel or a failure closed, so the next export finds them.
+                    self.exportConnections.warm(self.limits.parallelism)
+                }
                 return
             }
             while let queued = next { next = self.runOnWorker(queued, active: false) }
