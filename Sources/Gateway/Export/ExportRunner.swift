@@ -228,35 +228,24 @@ struct ExportRunner: Sendable {
         }
     }
 
-    /// A connection (a kept one if there is) with `sql` run on it; when a kept
-    /// one fails (the database restarted since), once more on a new one.
-    /// Its canceller is attached to the run (and returned, to detach it
-    /// before the connection is kept for another export).
+    /// A connection (a kept one if there is) with its canceller attached to
+    /// the run (and returned, to take it back before the connection is kept
+    /// for another export), and `sql` run on it. Attached first, so a cancel
+    /// reaches a statement that waits (on a lock, say).
     private func begin(_ run: ExportRun, _ sql: String) throws -> (PostgresConnection, PostgresCanceller?, [[String?]]) {
-        let (kept, reused) = try self.connections.connect()
-        var db = kept
-        var rows: [[String?]]
-        do {
-            db.abandonWhen = { run.shouldStop }
-            rows = try db.execute(sql)
-        } catch {
-            db.close()
-            guard reused, !run.shouldStop else { throw error }
-            db = try self.connections.connect(fresh: true).0
-            do {
-                db.abandonWhen = { run.shouldStop }
-                rows = try db.execute(sql)
-            } catch {
-                db.close()
-                throw error
-            }
-        }
+        let db = try self.connections.connect()
         let canceller = db.makeCanceller()
         guard run.attach(canceller) else {
             db.close()
             throw CacheError.cancelled()
         }
-        return (db, canceller, rows)
+        do {
+            db.abandonWhen = { run.shouldStop }
+            return (db, canceller, try db.execute(sql))
+        } catch {
+            db.close()
+            throw error
+        }
     }
 
     /// Reads one later piece into its spool file, on a thread of its own,

@@ -75,6 +75,18 @@ final class PostgresConnection {
     /// The backend's process id, for `pg_stat_activity` and `pg_terminate_backend`.
     var backendPID: Int32 { self.conn.map { PQbackendPID($0) } ?? 0 }
 
+    /// For a connection that has been idle: false when the server has
+    /// closed it or said something meanwhile (a restart or
+    /// `pg_terminate_backend` sends a FATAL message and closes; a crash
+    /// leaves the end of the stream). An idle connection gets nothing
+    /// unasked (notices are not sent outside a statement, and nothing here
+    /// listens), so anything readable means it is gone.
+    var looksAlive: Bool {
+        guard let conn = self.conn, PQstatus(conn) == CONNECTION_OK else { return false }
+        var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        return poll(&fds, 1, 0) == 0
+    }
+
     /// A handle that can cancel this connection's running query from another thread.
     func makeCanceller() -> PostgresCanceller? {
         self.conn.flatMap { PQgetCancel($0) }.map(PostgresCanceller.init)

@@ -9,9 +9,10 @@ import Synchronization
 ///
 /// Only a connection whose last transaction ended cleanly comes back
 /// (`checkIn`); one that failed, was cancelled or was abandoned is closed by
-/// its user. A kept connection can still have died meanwhile (the database
-/// restarted): its first statement fails, and the user asks for a fresh one
-/// (`connect(fresh: true)`). Blocking: worker threads only.
+/// its user. A kept connection that died meanwhile (the database restarted,
+/// its backend was terminated) is found out before it is handed over: the
+/// server said something on an idle connection (`looksAlive`), so it is
+/// closed and the next one tried. Blocking: worker threads only.
 final class PostgresConnectionPool: Sendable {
     private let settings: PostgresSettings
     private let maxIdle: Int
@@ -24,12 +25,13 @@ final class PostgresConnectionPool: Sendable {
         self.maxIdleTime = maxIdleTime
     }
 
-    /// A kept connection if there is one (and `fresh` is false), else a new one.
-    func connect(fresh: Bool = false) throws -> (PostgresConnection, reused: Bool) {
-        if !fresh, let kept = self.idle.withLock({ $0.popLast() }) {
-            return (kept.connection, true)
+    /// A kept connection that still looks alive if there is one, else a new one.
+    func connect() throws -> PostgresConnection {
+        while let kept = self.idle.withLock({ $0.popLast() }) {
+            if kept.connection.looksAlive { return kept.connection }
+            kept.connection.close()
         }
-        return (try PostgresConnection(self.settings), false)
+        return try PostgresConnection(self.settings)
     }
 
     /// Gives back a connection whose last transaction ended cleanly; it is
