@@ -726,7 +726,7 @@ class Bench:
         self.facts["journal_runs"] = n
         if n and not self.args.rerun_journal:
             raise BenchError(
-                f"the gateway journal of this database (gateway.exports) holds {n} live export runs whose files are in "
+                f"the gateway journal of this database (gateway.exports) holds {n} live export run(s) whose files are in "
                 "another gateway's cache: the benchmark's gateway, with a cache folder of its own, would run them all "
                 "again at start, writing to that journal and loading the machine. Use a database no other gateway "
                 "uses, or pass --rerun-journal to let them run (the benchmark waits until they are done before measuring).")
@@ -760,7 +760,7 @@ class Bench:
         f, a = self.facts, self.args
         load_end = os.getloadavg()
         lines = [
-            "## Latest figures", "",
+            "### Latest figures", "",
             f"`scripts/bench.sh{' --quick' if a.quick else ''} --runs {a.runs}"
             f"{' --only ' + ','.join(a.sections) if list(a.sections) != list(SECTIONS) else ''}` on {f.get('date')}.",
             "",
@@ -773,7 +773,7 @@ class Bench:
             + "; medians of interleaved runs (gateway, peer, gateway, peer, …)",
         ]
         if f.get("journal_runs"):
-            lines.append(f"- {f['journal_runs']} runs of the database's journal ran again at the gateway's first start (waited for before measuring)")
+            lines.append(f"- {f['journal_runs']} run(s) of the database's journal ran again at the gateway's first start (waited for before measuring)")
         lines += ["", "| what | gateway | peer | peer's figure | gateway / peer | runs | check |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for row in self.rows:
@@ -887,8 +887,10 @@ def main(argv):
     table = bench.markdown(error)
     print(table)
     if bench.rows:
-        Path(args.out).write_text(table)
-        log(f"table written to {args.out}")
+        # A run that stopped or failed does not replace a good table.
+        out = args.out if not error and not bench.failures else args.out + ".partial"
+        Path(out).write_text(table)
+        log(f"table written to {out}")
     if error:
         log(f"stopped: {error}")
         return 1
