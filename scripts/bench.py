@@ -717,6 +717,12 @@ class Bench:
         """Exports of the database's journal that a gateway with a fresh cache
         would run again at start (queued, running, or completed with the file
         elsewhere): they would load the machine while it is measured."""
+        others = int(self.db.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND application_name = 'csv-export-gateway'"))
+        if others:
+            self.facts["other_gateway"] = others
+            log(f"warning: another gateway is connected to this database ({others} connections): it shares the "
+                "journal with the benchmark's gateway, and its load is measured too")
         if self.db.psql("SELECT to_regclass('gateway.exports') IS NOT NULL") != "t":
             return 0
         ttl = int(self.gateway_env.get("EXPORT_TTL", "86400"))
@@ -771,10 +777,15 @@ class Bench:
             f"- gateway `{self.binary}` (worktree at {f.get('commit')})"
             + (f", with {' '.join(f'{k}={v}' for k, v in self.gateway_env.items())}" if self.gateway_env else "")
             + "; medians of interleaved runs (gateway, peer, gateway, peer, …)",
+            f"- settings: {a.runs} run(s) per figure, {a.ttfb_rounds} TTFB rounds, slow readers for {a.slow_seconds:g} s "
+            f"and {a.settle:g} s to settle, {'no warm-up' if a.no_warmup else 'one unmeasured psql export of each case first'}",
         ]
+        if f.get("other_gateway"):
+            lines.append(f"- **another gateway was connected to this database** at the start ({f['other_gateway']} "
+                         "connections): its work, if any, ran during these measurements")
         if f.get("journal_runs"):
             lines.append(f"- {f['journal_runs']} run(s) of the database's journal ran again at the gateway's first start (waited for before measuring)")
-        lines += ["", "| what | gateway | peer | peer's figure | gateway / peer | runs | check |",
+        lines += ["", "| what | gateway | peer | peer's figure | gateway / peer | runs (gateway / peer) | check |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for row in self.rows:
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
