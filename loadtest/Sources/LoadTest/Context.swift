@@ -54,6 +54,8 @@ struct Context: Sendable {
             self.recorder.error(.truncated, "\(what) of \(id): ended cleanly after \(body.received) bytes (it looks complete) but the export is \(final.status)")
         case (.cut(let why), "completed"):
             self.recorder.error(.truncated, "\(what) of \(id): cut after \(result.bodyBytes) body bytes though the export completed (\(final.digest.map { "\($0)" } ?? "")): \(why)")
+        case (.stalled, _):
+            self.recorder.error(.timeout, "\(what) of \(id): no byte for \(Format.fixed(self.settings.readTimeout, 0)) s after \(result.bodyBytes) body bytes (export \(final.status))")
         case (.cut, "cancelled"):
             self.recorder.count(.expectedAborts)
         case (.cut, _), (.stopped, _):

@@ -32,6 +32,8 @@ enum DownloadEnd: Sendable, Equatable {
     case stopped
     /// The connection failed before the body's end: an aborted transfer.
     case cut(String)
+    /// No byte came for `--read-timeout` seconds: the gateway stalled this reader.
+    case stalled
 }
 
 struct DownloadResult: Sendable {
@@ -70,7 +72,12 @@ extension GatewayClient {
         let code = Int(response.status.code)
         let isBody = code == 200 || code == 206
         if code == 200, spec.range != nil { state.restart() }
-        if isBody, response.headers.first(name: "Content-Encoding")?.lowercased() == "gzip" { state.startGzip() }
+        if isBody, response.headers.first(name: "Content-Encoding")?.lowercased() == "gzip" {
+            state.startGzip()
+        } else if isBody, spec.gzip {
+            // Allowed: past GZIP_QUEUE the gateway sends the CSV as it is.
+            self.recorder.count(.gzipDeclined)
+        }
         var bodyBytes = 0
         var collected: [UInt8]? = spec.collectUpTo != nil || !isBody ? [] : nil
         var overflow = false
@@ -104,6 +111,8 @@ extension GatewayClient {
             // The load test's own disk, not the gateway: the body is not judged.
             Console.line("local file: \(error)")
             return nil
+        } catch let error as HTTPClientError where error == .readTimeout {
+            end = .stalled
         } catch {
             if Task.isCancelled { return nil }
             end = .cut("\(error)")

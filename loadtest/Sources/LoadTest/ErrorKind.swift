@@ -28,7 +28,8 @@ enum ErrorKind: String, CaseIterable, Codable, Sendable, Comparable {
     case exportFailed = "export_failed"
     /// A request that failed before any answer (refused, reset).
     case transport
-    /// Work still running at the run's time limit.
+    /// Work still running at the run's time limit, or a response that sent
+    /// no byte for `--read-timeout` seconds.
     case timeout
 
     static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }

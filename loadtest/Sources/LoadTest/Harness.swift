@@ -90,7 +90,9 @@ struct Harness: Sendable {
         // beside status polls); the default of 8 a host would queue them and
         // turn the open loop into a closed one.
         let connections = max(64, self.settings.maxInFlight * 3, self.settings.readers + 16, (self.settings.count ?? 0) * 2 + 16)
-        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        // Idle connections are dropped before the gateway's KEEP_ALIVE_TIMEOUT
+        // (15 s) closes them, so a request never races the server's close.
+        configuration.connectionPool = .init(idleTimeout: .seconds(10), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         return configuration
     }
 }
