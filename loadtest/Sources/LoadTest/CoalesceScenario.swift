@@ -35,7 +35,7 @@ struct CoalesceScenario: Sendable {
                 }
             }
             if Task.isCancelled {
-                recorder.error(.timeout, "burst \(round) was still running at the time limit")
+                recorder.cutShort("burst \(round) was still running at the time limit")
                 return
             }
             let digests = Set(members.map { "\($0.digest.size) \($0.digest.sha256)" })

@@ -29,6 +29,8 @@ enum Counter: String, CaseIterable, Codable, Sendable {
     case deletes
     /// Extra exports made only to learn the bytes of a request whose own export was cancelled.
     case referenceExports
+    /// Sessions cut by Ctrl-C (not errors).
+    case interrupted
     case coalesceBursts
     /// Distinct runs (by `startedAt`) seen across all bursts: one a burst when every request joined.
     case coalesceRuns

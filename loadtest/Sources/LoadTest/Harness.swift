@@ -25,11 +25,20 @@ struct Harness: Sendable {
         let output = await withTaskGroup(of: Ticker.Output?.self) { group in
             group.addTask { await ticker.run() }
             // The scenario ends by itself, at the time limit, or at Ctrl-C; whichever comes first cancels the others.
-            await withTaskGroup(of: Void.self) { work in
-                work.addTask { await Self.scenario(settings.scenario, context) }
-                work.addTask { try? await Task.sleep(for: .seconds(settings.hardLimit)) }
-                work.addTask { await Interrupt.wait() }
-                await work.next()
+            await withTaskGroup(of: Bool.self) { work in
+                work.addTask {
+                    await Self.scenario(settings.scenario, context)
+                    return false
+                }
+                work.addTask {
+                    try? await Task.sleep(for: .seconds(settings.hardLimit))
+                    return false
+                }
+                work.addTask {
+                    await Interrupt.wait()
+                    return !Task.isCancelled
+                }
+                if await work.next() == true { recorder.interrupt() }
                 work.cancelAll()
             }
             group.cancelAll()

@@ -34,7 +34,7 @@ struct LiveScenario: Sendable {
                 if let result = await client.download(spec, into: state) {
                     await context.judge(result, state.summary, id: id, query: query, what: "reader \(reader)\(reader < settings.slow ? " (slow)" : "")")
                 }
-                if Task.isCancelled { recorder.error(.timeout, "reader \(reader) was still reading at the time limit") }
+                if Task.isCancelled { recorder.cutShort("reader \(reader) was still reading at the time limit") }
             }
         }
     }

@@ -12,7 +12,7 @@ struct MixedScenario: Sendable {
             recorder.count(.sessions)
             var session = MixedSession(context: context, index: index, rng: SplitMix64(seed: settings.seed, stream: UInt64(index) + 1))
             let flow = await session.run()
-            if Task.isCancelled { recorder.error(.timeout, "session \(index) (\(flow.rawValue)) was still running at the time limit") }
+            if Task.isCancelled { recorder.cutShort("session \(index) (\(flow.rawValue)) was still running at the time limit") }
         }
     }
 }

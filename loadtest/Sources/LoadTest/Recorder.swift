@@ -26,6 +26,7 @@ final class Recorder: Sendable {
         var bytes = 0
         var windowBytes = 0
         var inFlight = 0
+        var interrupted = false
     }
 
     private let state = Mutex(State())
@@ -78,6 +79,19 @@ final class Recorder: Sendable {
     }
 
     var errorCount: Int { self.state.withLock { $0.errorCount } }
+
+    /// Ctrl-C ended the run: work it cuts is counted, not an error.
+    func interrupt() { self.state.withLock { $0.interrupted = true } }
+
+    /// Work that was still running when the run ended: a `timeout` at the
+    /// time limit, merely counted after Ctrl-C.
+    func cutShort(_ message: String) {
+        let interrupted = self.state.withLock { state in
+            if state.interrupted { state.counters[.interrupted, default: 0] += 1 }
+            return state.interrupted
+        }
+        if !interrupted { self.error(.timeout, message) }
+    }
 
     /// Takes a place for a session unless `limit` are running.
     func enter(limit: Int) -> Bool {
