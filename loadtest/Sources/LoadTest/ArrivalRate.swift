@@ -19,7 +19,4 @@ struct ArrivalRate: Sendable, Codable, CustomStringConvertible, ExpressibleByArg
     }
 
     var description: String { "\(self.perSecond)/s" }
-
-    /// The time between two arrivals.
-    var interval: Duration { .nanoseconds(Int64((1e9 / self.perSecond).rounded())) }
 }

@@ -18,5 +18,11 @@ struct ByteCount: Sendable, Codable, CustomStringConvertible, ExpressibleByArgum
         self.bytes = Int(value * Double(unit))
     }
 
-    var description: String { "\(self.bytes)" }
+    /// The shortest exact spelling: `30m`, `1g`, `1500`.
+    var description: String {
+        for (suffix, shift) in [("g", 30), ("m", 20), ("k", 10)] where self.bytes > 0 && self.bytes % (1 << shift) == 0 {
+            return "\(self.bytes >> shift)\(suffix)"
+        }
+        return "\(self.bytes)"
+    }
 }

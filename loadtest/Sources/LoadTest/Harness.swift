@@ -102,6 +102,8 @@ struct Harness: Sendable {
         // Idle connections are dropped before the gateway's KEEP_ALIVE_TIMEOUT
         // (15 s) closes them, so a request never races the server's close.
         configuration.connectionPool = .init(idleTimeout: .seconds(10), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        // A refused connection is an answer to report, not one to retry until the deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
         return configuration
     }
 }

@@ -49,7 +49,7 @@ struct LoadTestCommand: AsyncParsableCommand {
     @Option(help: "The gateway's process id: sample its memory, descriptors and CPU every second")
     var pid: Int32?
 
-    @Option(help: "API token, sent as Authorization: Bearer on every /exports request")
+    @Option(help: "API token, sent as Authorization: Bearer on every /exports request (or LOADTEST_TOKEN in the environment, which ps does not show)")
     var token: String?
 
     @Option(help: "Folder for result.json and report.html")
@@ -67,7 +67,7 @@ struct LoadTestCommand: AsyncParsableCommand {
     @Option(help: "Bytes of finished files kept on disk for range checks")
     var fileCache: ByteCount = ByteCount(bytes: 1 << 30)
 
-    @Option(help: "Seconds a response may go without a byte before it counts as cut")
+    @Option(help: "Seconds a response may go without a byte before it counts as a timeout")
     var readTimeout: Double = 120
 
     @Flag(inversion: .prefixedNo, help: "live: ask for a new run (Cache-Control: no-cache)")
@@ -77,13 +77,17 @@ struct LoadTestCommand: AsyncParsableCommand {
         guard let url = URL(string: self.base), url.scheme == "http" || url.scheme == "https", url.host != nil else {
             throw ValidationError("--base must be an http(s) URL such as http://127.0.0.1:8080")
         }
-        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
-        if self.readers < 1 || self.slow < 0 || self.slow > self.readers { throw ValidationError("--readers must be at least 1 and --slow between 0 and --readers") }
-        if self.maxInFlight < 1 { throw ValidationError("--max-in-flight must be at least 1") }
-        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        // Bounds keep every later conversion (durations, deadlines, pool sizes) far from overflow.
+        let year = 366.0 * 86400
+        if let duration, !(duration > 0 && duration <= year) { throw ValidationError("--duration must be positive, at most a year") }
+        if !(1...100_000).contains(self.readers) || self.slow < 0 || self.slow > self.readers { throw ValidationError("--readers must be 1 to 100000 and --slow between 0 and --readers") }
+        if !(1...100_000).contains(self.maxInFlight) { throw ValidationError("--max-in-flight must be 1 to 100000") }
+        if let count, !(1...1_000_000).contains(count) { throw ValidationError("--count must be 1 to 1000000") }
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         if self.slowRate.bytes < 1 { throw ValidationError("--slow-rate must be at least 1 byte a second") }
-        if !(self.readTimeout > 0) || !(self.drain >= 0) { throw ValidationError("--read-timeout must be positive and --drain not negative") }
+        if !(self.readTimeout > 0 && self.readTimeout <= year) || !(self.drain >= 0 && self.drain <= year) {
+            throw ValidationError("--read-timeout must be positive and --drain not negative, at most a year")
+        }
     }
 
     func run() async throws {
@@ -110,7 +114,7 @@ struct LoadTestCommand: AsyncParsableCommand {
             count: self.count ?? (self.scenario == .coalesce ? 20 : nil), rounds: self.rounds,
             readers: self.readers, slow: self.slow, slowRate: self.slowRate.bytes,
             query: self.query.hasPrefix("?") ? String(self.query.dropFirst()) : self.query,
-            pid: self.pid, token: self.token, out: self.out, seed: self.seed ?? UInt64.random(in: 1...UInt64.max),
+            pid: self.pid, token: self.token ?? ProcessInfo.processInfo.environment["LOADTEST_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }, out: self.out, seed: self.seed ?? UInt64.random(in: 1...UInt64.max),
             maxInFlight: self.maxInFlight, fileCacheBytes: self.fileCache.bytes, readTimeout: self.readTimeout, fresh: self.fresh
         )
     }
