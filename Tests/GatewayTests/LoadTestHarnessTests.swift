@@ -38,7 +38,8 @@ struct LoadTestHarnessTests {
     /// Starts the proxy in front of `server` and runs a short `mixed` scenario through it.
     static func harness(through mode: String, to server: TestServer) async throws -> (status: Int32, result: HarnessResult, report: String, log: String) {
         let proxy = try RunningProcess("python3", [Self.proxyScript, "--mode", mode, "--target", String(server.port)])
-        defer { proxy.terminate() }
+        // SIGKILL: a child of the test process starts with SIGTERM blocked.
+        defer { proxy.kill9() }
         var port = 0
         try await eventually(timeout: .seconds(10), "the proxy listens") {
             guard let line = proxy.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),

@@ -24,6 +24,7 @@ Prints "fault_proxy listening on 127.0.0.1:PORT" to stderr once it listens.
 Stdlib only; a thread per connection.
 """
 import argparse
+import signal
 import socket
 import sys
 import threading
@@ -199,6 +200,10 @@ def main():
     parser.add_argument("--target", type=int, required=True, help="the gateway's port on 127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     args = parser.parse_args()
+    # A parent may start us with SIGTERM blocked or ignored (the test process
+    # does); stopping must still work.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))
