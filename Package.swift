@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "gateway", targets: ["Gateway"]),
+        // The load generator and verifier (loadtest/): `swift run -c release loadtest <scenario> --base URL`.
+        .executable(name: "loadtest", targets: ["LoadTest"]),
     ],
     dependencies: [
         // Traits off: the gateway reads its own configuration and needs neither
@@ -25,6 +27,10 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // The load test's client, command line and latency histograms (only LoadTest uses them).
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // libpq, the PostgreSQL client library. Only Sources/Gateway/PostgreSQL imports it.
@@ -70,6 +76,25 @@ let package = Package(
             ],
             // The OpenAPI document, compiled into the binary (no bundle to ship beside it).
             resources: [.embedInCode("Resources/openapi.json")],
+            swiftSettings: swiftSettings
+        ),
+        // zlib for the load test's gzip check. Not CompressNIO: its inflate does not
+        // report Z_STREAM_END, so a gzip body cut inside its trailer would pass.
+        .systemLibrary(name: "CZlib", path: "loadtest/Sources/CZlib"),
+        // The load test: talks to a gateway over HTTP only, shares no code with it.
+        .executableTarget(
+            name: "LoadTest",
+            dependencies: [
+                "CZlib",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "loadtest/Sources/LoadTest",
             swiftSettings: swiftSettings
         ),
         .testTarget(
