@@ -59,6 +59,17 @@ public struct CacheLedger: Sendable {
         return true
     }
 
+    /// `bytes` of one producer's reservation become another's: a parallel
+    /// export's spool copied into its file. Never refused: the bytes were
+    /// reserved once already (any part that was not is added).
+    public mutating func transfer(_ bytes: Int, from source: UUID, to target: UUID) {
+        guard bytes > 0 else { return }
+        let moved = min(bytes, self.partial[source] ?? 0)
+        if moved > 0 { self.partial[source, default: 0] -= moved }
+        self.partial[target, default: 0] += bytes
+        self.totalBytes += bytes - moved
+    }
+
     /// The producer's partial file is gone: discarded, or published (then
     /// `hold` counts the named file).
     public mutating func endPartial(_ producer: UUID) {

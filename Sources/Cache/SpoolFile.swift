@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CFileSpace
 import Foundation
 
 /// A file in `partial/` that one thread appends to while another reads it
@@ -25,6 +26,10 @@ public final class SpoolFile: @unchecked Sendable {
     private var length = 0
     private var end: End?
     private var discarded = false
+    /// (end offset, records up to it) after each append that completed
+    /// records, so the reader can say how many records it has copied.
+    private var checkpoints: [(offset: Int, records: Int)] = []
+    private var records = 0
 
     private enum End {
         case finished
@@ -49,8 +54,9 @@ public final class SpoolFile: @unchecked Sendable {
 
     deinit { self.discard() }
 
-    /// Appends bytes (the writer only); readers see them once this returns.
-    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+    /// Appends bytes that complete `records` more records (the writer
+    /// only); readers see them once this returns.
+    public func append(_ bytes: UnsafeRawBufferPointer, records: Int = 0) throws {
         guard var base = bytes.baseAddress, bytes.count > 0 else { return }
         var remaining = bytes.count
         while remaining > 0 {
@@ -64,8 +70,42 @@ public final class SpoolFile: @unchecked Sendable {
         }
         self.condition.lock()
         self.length += bytes.count
+        if records > 0 {
+            self.records += records
+            self.checkpoints.append((self.length, self.records))
+        }
         self.condition.broadcast()
         self.condition.unlock()
+    }
+
+    /// Records wholly within the first `offset` bytes, as far as the appends
+    /// told (never more than there are).
+    public func records(within offset: Int) -> Int {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        var low = 0
+        var high = self.checkpoints.count
+        // The last checkpoint at or before `offset`.
+        while low < high {
+            let middle = (low + high) / 2
+            if self.checkpoints[middle].offset <= offset { low = middle + 1 } else { high = middle }
+        }
+        return low == 0 ? 0 : self.checkpoints[low - 1].records
+    }
+
+    /// The first `count` bytes were copied out and are not needed any more:
+    /// their disk blocks are given back (best effort), so a spool does not
+    /// hold the disk twice while it is copied into the export's file.
+    public func release(upTo count: Int) {
+        _ = gateway_punch_hole(self.fd, Int64(count))
+    }
+
+    /// True when the writer failed before a byte was appended.
+    public var failedEmpty: Bool {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        if case .failed = self.end { return self.length == 0 }
+        return false
     }
 
     /// Bytes appended so far.

@@ -25,7 +25,8 @@ final class CopyPiece {
 
     private let staging = StagingBuffer(capacity: CopyPiece.stagingSize)
     private let crlf: Bool
-    private let write: (UnsafeRawBufferPointer) throws -> Void
+    /// Writes bytes that complete this many more records.
+    private let write: (UnsafeRawBufferPointer, Int) throws -> Void
     private let reserve: (Int) -> Bool
     private let shouldStop: () -> Bool
     private let rows: RowCounter
@@ -43,7 +44,7 @@ final class CopyPiece {
     init(
         crlf: Bool,
         rows: RowCounter,
-        write: @escaping (UnsafeRawBufferPointer) throws -> Void,
+        write: @escaping (UnsafeRawBufferPointer, Int) throws -> Void,
         reserve: @escaping (Int) -> Bool,
         shouldStop: @escaping () -> Bool,
         written: @escaping () -> Void = {}
@@ -66,26 +67,35 @@ final class CopyPiece {
     func copy(_ sql: String, on db: PostgresConnection) throws {
         if self.shouldStop() { throw CacheError.cancelled() }
         try db.copyOut(sql, onRow: { row in
-            // One CopyData message is one CSV record (or the header), ending in LF.
-            self.pendingMessages += 1
+            // One CopyData message is one CSV record (or the header), ending
+            // in LF; counted once all its bytes are staged or written.
             if self.crlf, row.last == UInt8(ascii: "\n") {
                 try self.append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
                 try Self.crlfBytes.withUnsafeBytes { try self.append($0) }
             } else {
                 try self.append(row)
             }
+            self.pendingMessages += 1
         }, onIdle: self.idle)
     }
 
-    /// Writes what is staged.
+    /// Writes what is staged. Records are counted once written, never before.
     func flush() throws {
         if self.shouldStop() { throw CacheError.cancelled() }
         self.stagedSince = nil
+        guard !self.staging.isEmpty else {
+            // Messages with no bytes staged (a record larger than the staging
+            // block was written on its own) are in already.
+            self.rows.add(self.pendingMessages)
+            self.pendingMessages = 0
+            return
+        }
+        guard self.reserve(self.staging.count) else { throw CacheError.cacheFull() }
+        // Every message taken in so far ends within what is staged (or was
+        // written before it): a record is counted with its last byte.
+        try self.write(self.staging.bytes, self.pendingMessages)
         self.rows.add(self.pendingMessages)
         self.pendingMessages = 0
-        guard !self.staging.isEmpty else { return }
-        guard self.reserve(self.staging.count) else { throw CacheError.cacheFull() }
-        try self.write(self.staging.bytes)
         self.staging.removeAll()
         self.first = false
         self.written()
@@ -95,8 +105,10 @@ final class CopyPiece {
         if self.staging.append(bytes) { return }
         try self.flush()
         if !self.staging.append(bytes) {
+            // A record larger than the staging block: written on its own, and
+            // counted (with the CR LF that follows it, if any) at the next flush.
             guard self.reserve(bytes.count) else { throw CacheError.cacheFull() }
-            try self.write(bytes)
+            try self.write(bytes, 0)
             self.written()
         }
     }

@@ -54,6 +54,12 @@ extension ExportManager {
         return fits
     }
 
+    /// Bytes of a spool file, now copied into the export's own file, count
+    /// for that file instead (`ExportRunner`'s parallel pieces).
+    func transferReservation(_ bytes: Int, from spool: UUID, to producer: UUID) {
+        self.state.withLock { $0.ledger.transfer(bytes, from: spool, to: producer) }
+    }
+
     /// The producer's partial file is gone (published or discarded).
     func endPartial(_ producer: UUID) {
         self.state.withLock { $0.ledger.endPartial(producer) }

@@ -112,7 +112,10 @@ final class ExportManager: Service, Sendable {
         self.logger = logger
         let exports = configuration.exports
         self.limits = exports
-        self.exportConnections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
+        var exportSettings = configuration.database.settings
+        // Told apart from the journal's in pg_stat_activity.
+        exportSettings.applicationName = "csv-export-gateway/export"
+        self.exportConnections = PostgresConnectionPool(settings: exportSettings, maxIdle: exports.maxConcurrent * exports.parallelism)
         self.runner = ExportRunner(connections: self.exportConnections, store: store, journal: journal, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
         self.gzipProducer = GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
@@ -516,6 +519,7 @@ final class ExportManager: Service, Sendable {
                 discarded: { self.endPartial(run.id) },
                 reserveSpool: { piece, bytes in self.reserve(bytes, for: piece, writing: run) },
                 endSpool: { piece in self.endPartial(piece) },
+                adoptSpool: { piece, bytes in self.transferReservation(bytes, from: piece, to: run.id) },
                 startPiece: { body in
                     // No piece threads (EXPORT_PARALLELISM=1): the runner asks for none.
                     guard let pieceWorkers else { return body(false) }

@@ -66,6 +66,9 @@ struct ExportRunner: Sendable {
         var reserveSpool: @Sendable (UUID, Int) -> Bool = { _, _ in true }
         /// That spool file is gone.
         var endSpool: @Sendable (UUID) -> Void = { _ in }
+        /// n bytes of that spool file are in the export's file now: they
+        /// count for the export's file instead (reserved once, not twice).
+        var adoptSpool: (UUID, Int) -> Void = { _, _ in }
         /// Runs a later piece on a thread of its own; the argument is false
         /// when the threads are stopping (the piece must give up at once).
         var startPiece: (@escaping @Sendable (Bool) -> Void) -> Void = { body in Thread.detachNewThread { body(true) } }
@@ -99,7 +102,8 @@ struct ExportRunner: Sendable {
             let snapshotCall = self.parallelism > 1 ? "pg_export_snapshot()" : "NULL"
             let (db, canceller, first) = try self.begin(
                 run,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT \(snapshotCall), (SELECT min(id) FROM users), (SELECT max(id) FROM users)"
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT \(snapshotCall), (SELECT min(id) FROM users), (SELECT max(id) FROM users)",
+                stop: { run.shouldStop }
             )
             leader = db
             let row = first.first ?? []
@@ -110,13 +114,17 @@ struct ExportRunner: Sendable {
             let fileWriter = try self.store.createWriter(suffix: ".csv")
             writer = fileWriter
             run.csv.begin(path: fileWriter.partialPath)
-            // Records are counted from the messages; with a header the first one is not a record.
+            // Records are counted from the messages; with a header the first
+            // one is not a record. What the status shows is what is in the
+            // file: the leader's own records, and those of the spools
+            // copied in so far.
             let headerMessages = options.header ? 1 : 0
             let rows = RowCounter()
-            let progress = { run.recordProgress(rows: max(0, rows.value - headerMessages), bytes: fileWriter.length) }
+            var stitchedRecords = 0
+            let progress = { run.recordProgress(rows: max(0, rows.value + stitchedRecords - headerMessages), bytes: fileWriter.length) }
             let copier = CopyPiece(
                 crlf: options.crlf, rows: rows,
-                write: { try fileWriter.write($0) }, reserve: storage.reserve,
+                write: { bytes, _ in try fileWriter.write(bytes) }, reserve: storage.reserve,
                 shouldStop: { run.shouldStop }, written: progress
             )
             if options.byteOrderMark { try copier.stage(CSVOptions.utf8BOM) }
@@ -151,7 +159,7 @@ struct ExportRunner: Sendable {
                     let sql = try query.copy(literal: db.literal, header: false, ids: ids)
                     storage.startPiece { active in
                         defer { group.leave() }
-                        self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, rows: rows, group: group, active: active, reserve: reserveSpool)
+                        self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, group: group, active: active, reserve: reserveSpool)
                     }
                 }
             }
@@ -163,7 +171,21 @@ struct ExportRunner: Sendable {
                 let block = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stitchBlock, alignment: 16)
                 defer { block.deallocate() }
                 for piece in pieces {
-                    try self.stitch(piece.spool, into: fileWriter, block: block, run: run, reserve: storage.reserve, progress: progress)
+                    do {
+                        try self.stitch(piece, into: fileWriter, block: block, run: run, adopt: storage.adoptSpool) { records in
+                            stitchedRecords += records
+                            progress()
+                        }
+                    } catch where piece.spool.failedEmpty && !run.shouldStop {
+                        // The piece could not start (no connection to be had,
+                        // or its lock would have waited behind a statement that
+                        // waits for this export: a deadlock PostgreSQL cannot
+                        // see). Nothing of it is in the file: this connection,
+                        // which holds the lock and the snapshot, reads the range.
+                        logger.notice("a piece could not start; the export's own connection reads its range", metadata: ["error": "\(Self.details(of: error))", "gateway.export.range": "\(piece.ids)"])
+                        try copier.copy(try query.copy(literal: db.literal, header: false, ids: piece.ids), on: db)
+                        try copier.flush()
+                    }
                     // Its writer has finished with it: its bytes are in the export's file now.
                     piece.spool.discard()
                     storage.endSpool(piece.reservation)
@@ -178,7 +200,7 @@ struct ExportRunner: Sendable {
                 db.close()
             }
             leader = nil
-            let total = max(0, rows.value - headerMessages)
+            let total = max(0, rows.value + stitchedRecords - headerMessages)
             if run.shouldStop { throw CacheError.cancelled() }
             let sealed = try fileWriter.seal()
             writer = nil
@@ -232,7 +254,7 @@ struct ExportRunner: Sendable {
     /// the run (and returned, to take it back before the connection is kept
     /// for another export), and `sql` run on it. Attached first, so a cancel
     /// reaches a statement that waits (on a lock, say).
-    private func begin(_ run: ExportRun, _ sql: String) throws -> (PostgresConnection, PostgresCanceller?, [[String?]]) {
+    private func begin(_ run: ExportRun, _ sql: String, stop: @escaping () -> Bool) throws -> (PostgresConnection, PostgresCanceller?, [[String?]]) {
         let db = try self.connections.connect()
         let canceller = db.makeCanceller()
         guard run.attach(canceller) else {
@@ -240,7 +262,7 @@ struct ExportRunner: Sendable {
             throw CacheError.cancelled()
         }
         do {
-            db.abandonWhen = { run.shouldStop }
+            db.abandonWhen = stop
             return (db, canceller, try db.execute(sql))
         } catch {
             db.close()
@@ -251,17 +273,27 @@ struct ExportRunner: Sendable {
     /// Reads one later piece into its spool file, on a thread of its own,
     /// in the leader's snapshot. Ends the spool file either way: finished,
     /// or failed with the reason (which the leader then fails with).
-    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, rows: RowCounter, group: PieceGroup, active: Bool, reserve: @escaping @Sendable (UUID, Int) -> Bool) {
+    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, group: PieceGroup, active: Bool, reserve: @escaping @Sendable (UUID, Int) -> Bool) {
         var db: PostgresConnection?
         do {
             guard active else { throw CacheError.failed("the export threads are stopping") }
             let stop = { run.shouldStop || group.isStopped }
-            let (connection, canceller, _) = try self.begin(run, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT \(try Self.snapshotLiteral(snapshot))")
+            // The leader took its lock on `users` at its first statement;
+            // this piece takes its own only now. A statement that wants the
+            // table exclusively and came in between waits for the leader, so
+            // a piece queued behind it would wait for ever (the leader waits
+            // for the piece in the gateway, where PostgreSQL cannot see it).
+            // A piece's locks are given up after a short wait instead, and
+            // the leader reads its range itself (`failedEmpty`).
+            let (connection, canceller, _) = try self.begin(
+                run,
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT \(try Self.snapshotLiteral(snapshot)); SET LOCAL lock_timeout = '\(Self.pieceLockTimeoutMilliseconds)ms'",
+                stop: stop
+            )
             db = connection
-            connection.abandonWhen = stop
             let copier = CopyPiece(
-                crlf: run.request.options.crlf, rows: rows,
-                write: { try piece.spool.append($0) },
+                crlf: run.request.options.crlf, rows: RowCounter(),
+                write: { bytes, records in try piece.spool.append(bytes, records: records) },
                 reserve: { reserve(piece.reservation, $0) },
                 shouldStop: stop
             )
@@ -280,19 +312,25 @@ struct ExportRunner: Sendable {
         }
     }
 
-    /// Copies a spool file into the export's file as its writer fills it,
-    /// until its writer has finished and every byte is in; throws the
-    /// writer's error, or a cancel.
-    private func stitch(_ spool: SpoolFile, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, reserve: (Int) -> Bool, progress: () -> Void) throws {
+    /// Copies a piece's spool file into the export's file as its writer
+    /// fills it, until its writer has finished and every byte is in; throws
+    /// the writer's error, or a cancel. `copied` hears how many more records
+    /// are in the file. Copied bytes move from the spool's reservation to
+    /// the file's, and their blocks in the spool are given back.
+    private func stitch(_ piece: Piece, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, adopt: (UUID, Int) -> Void, copied: (Int) -> Void) throws {
         var offset = 0
+        var records = 0
         while true {
             if run.shouldStop { throw CacheError.cancelled() }
-            switch try spool.read(into: block, at: offset, timeout: 1) {
+            switch try piece.spool.read(into: block, at: offset, timeout: 1) {
             case .bytes(let n):
-                guard reserve(n) else { throw CacheError.cacheFull() }
                 try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
+                adopt(piece.reservation, n)
                 offset += n
-                progress()
+                piece.spool.release(upTo: offset)
+                let now = piece.spool.records(within: offset)
+                copied(now - records)
+                records = now
             case .nothingYet:
                 continue
             case .ended:
@@ -300,6 +338,9 @@ struct ExportRunner: Sendable {
             }
         }
     }
+
+    /// How long a later piece waits for a lock before the leader reads its range instead.
+    static let pieceLockTimeoutMilliseconds = 200
 
     /// The snapshot name as an SQL literal. PostgreSQL makes these names
     /// (`00000003-0000001B-1`): hex digits and dashes, checked all the same,

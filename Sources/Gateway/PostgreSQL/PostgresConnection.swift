@@ -11,7 +11,7 @@ import Glibc
 final class PostgresConnection {
     private var conn: OpaquePointer?
     /// How long a statement may wait for the server (`PostgresSettings.clientTimeoutMilliseconds`).
-    private let clientTimeout: Duration?
+    private var clientTimeout: Duration?
     /// Asked once a second while a statement waits: true abandons it (the
     /// export worker's way to stop when its cancel could not reach the server).
     var abandonWhen: (() -> Bool)?
@@ -85,6 +85,23 @@ final class PostgresConnection {
         guard let conn = self.conn, PQstatus(conn) == CONNECTION_OK else { return false }
         var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
         return poll(&fds, 1, 0) == 0
+    }
+
+    /// One round trip (an empty statement) that must come back within
+    /// `timeout`: false, and the connection closed, when it does not. For a
+    /// kept connection whose server may have stopped answering without
+    /// closing it (a frozen backend, a host gone silent).
+    func ping(timeout: Duration) -> Bool {
+        let saved = self.clientTimeout
+        self.clientTimeout = timeout
+        defer { self.clientTimeout = saved }
+        do {
+            try self.execute("")
+            return true
+        } catch {
+            self.close()
+            return false
+        }
     }
 
     /// A handle that can cancel this connection's running query from another thread.

@@ -11,8 +11,10 @@ import Synchronization
 /// (`checkIn`); one that failed, was cancelled or was abandoned is closed by
 /// its user. A kept connection that died meanwhile (the database restarted,
 /// its backend was terminated) is found out before it is handed over: the
-/// server said something on an idle connection (`looksAlive`), so it is
-/// closed and the next one tried. Blocking: worker threads only.
+/// server said something on an idle connection (`looksAlive`), or it does
+/// not answer an empty statement within a second (`ping`: a frozen backend,
+/// a host gone silent); it is closed and the next one tried. Blocking:
+/// worker threads only.
 final class PostgresConnectionPool: Sendable {
     private let settings: PostgresSettings
     private let maxIdle: Int
@@ -28,7 +30,7 @@ final class PostgresConnectionPool: Sendable {
     /// A kept connection that still looks alive if there is one, else a new one.
     func connect() throws -> PostgresConnection {
         while let kept = self.idle.withLock({ $0.popLast() }) {
-            if kept.connection.looksAlive { return kept.connection }
+            if kept.connection.looksAlive, kept.connection.ping(timeout: .seconds(1)) { return kept.connection }
             kept.connection.close()
         }
         return try PostgresConnection(self.settings)

@@ -13,6 +13,8 @@ struct PostgresSettings: Sendable {
     /// Milliseconds unacknowledged data may wait before the connection is
     /// dropped (libpq `tcp_user_timeout`).
     var tcpUserTimeoutMilliseconds = 30_000
+    /// What `pg_stat_activity` shows for the connection.
+    var applicationName = "csv-export-gateway"
     /// `statement_timeout` of the session; nil leaves the server's (exports
     /// may run for minutes; journal statements must not).
     var statementTimeoutMilliseconds: Int?
@@ -44,7 +46,7 @@ struct PostgresSettings: Sendable {
             ("keepalives_interval", String(self.keepalivesIntervalSeconds)),
             ("keepalives_count", String(self.keepalivesCount)),
             ("tcp_user_timeout", String(self.tcpUserTimeoutMilliseconds)),
-            ("application_name", "csv-export-gateway"),
+            ("application_name", self.applicationName),
         ]
     }
 }
