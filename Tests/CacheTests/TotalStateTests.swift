@@ -132,6 +132,25 @@ struct ReadBufferPoolTests {
         _ = (first, second)
     }
 
+    /// Kept blocks follow the sizes in use: once the kept 256 KiB blocks of
+    /// live downloads fill the keep limit, a 512 KiB block given back still
+    /// takes a place (older sizes let go), so the next 512 KiB chunk is not
+    /// fresh memory (each was an mmap and 128 page faults).
+    @Test func keptBlocksFollowTheSizesInUse() async throws {
+        let pool = ReadBufferPool(limit: 16 << 20)
+        var small: [ByteBuffer] = []
+        for _ in 0..<8 { small.append(try await pool.buffer(size: 256 << 10)) }
+        small.removeAll()
+        #expect(pool.bytesKept == 2 << 20, "the keep limit, in 256 KiB blocks")
+        var large: ByteBuffer? = try await pool.buffer(size: 512 << 10)
+        large = nil
+        #expect(pool.bytesKept == 2 << 20)
+        // Both 512 KiB blocks come from what was kept: no fresh memory when the pool keeps one.
+        let again = try await pool.buffer(size: 512 << 10)
+        #expect(pool.bytesKept == (2 << 20) - (512 << 10), "the 512 KiB block kept earlier was taken")
+        _ = (large, again)
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func aWaitingReaderCanBeCancelled() async throws {
         let pool = ReadBufferPool(limit: 128 << 10)
