@@ -17,7 +17,7 @@ import Synchronization
 /// slow client that holds chunks in its socket's queue holds them against the
 /// budget, and no one has to poll to find out when they are sent.
 ///
-/// Chunks come in a few sizes (64 KiB to 512 KiB). A lone fast download gets
+/// Chunks come in a few sizes (64 KiB to 1 MiB). A lone fast download gets
 /// the largest; as more readers share the budget each gets a smaller share
 /// (`chunkSize(preferred:)`), so many slow downloads take turns rather than
 /// starve. Freed blocks are kept for reuse up to a small cap (reusing mapped
@@ -26,7 +26,7 @@ public final class ReadBufferPool: Sendable {
     /// The chunk sizes handed out, smallest first. All are at least glibc's
     /// mmap threshold as `MemoryTuning` sets it (64 KiB), so a block that is
     /// freed goes back to the system at once.
-    public static let sizeClasses = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
+    public static let sizeClasses = [64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20]
 
     /// Bytes of buffers that may exist at once.
     public var limit: Int { self.budget.limit }
