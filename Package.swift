@@ -41,13 +41,10 @@ let package = Package(
         ),
         // glibc's mallopt, for MemoryTuning.swift.
         .systemLibrary(name: "CMalloc"),
-        // fallocate(2) for SpoolFile, which gives back what was copied out of a spool.
-        .systemLibrary(name: "CFileSpace"),
         // The content-addressed store and growing files: knows nothing of HTTP or PostgreSQL.
         .target(
             name: "Cache",
             dependencies: [
-                "CFileSpace",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -78,7 +78,9 @@ public final class ReadBufferPool: Sendable {
     public func chunkSize(preferred: Int) -> Int {
         let readers = self.state.withLock { max(1, $0.readers) }
         let share = self.limit / (2 * readers)
-        let cap = min(preferred, share)
+        // Never larger than what may be kept: a size that is never kept is
+        // fresh memory (an mmap and its page faults) for every chunk.
+        let cap = min(preferred, share, self.keepLimit)
         return Self.sizeClasses.last(where: { $0 <= cap }) ?? Self.sizeClasses[0]
     }
 

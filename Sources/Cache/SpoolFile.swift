@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CFileSpace
 import Foundation
 
 /// A file in `partial/` that one thread appends to while another reads it
@@ -57,7 +56,12 @@ public final class SpoolFile: @unchecked Sendable {
     /// Appends bytes that complete `records` more records (the writer
     /// only); readers see them once this returns.
     public func append(_ bytes: UnsafeRawBufferPointer, records: Int = 0) throws {
-        guard var base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard self.isOpen else { throw CacheError.failed("append to \(self.path) after it was discarded") }
+        guard var base = bytes.baseAddress, bytes.count > 0 else {
+            // Records whose bytes went in with an earlier append (one larger than the writer's block).
+            self.settleRecords(records)
+            return
+        }
         var remaining = bytes.count
         while remaining > 0 {
             let n = write(self.fd, base, remaining)
@@ -70,12 +74,27 @@ public final class SpoolFile: @unchecked Sendable {
         }
         self.condition.lock()
         self.length += bytes.count
+        self.condition.unlock()
+        self.settleRecords(records)
+    }
+
+    /// Counts `records` more as ending within the bytes appended so far, and wakes the reader.
+    private func settleRecords(_ records: Int) {
+        self.condition.lock()
         if records > 0 {
             self.records += records
             self.checkpoints.append((self.length, self.records))
         }
         self.condition.broadcast()
         self.condition.unlock()
+    }
+
+    /// False once the owner discarded it: its descriptor is closed (and its
+    /// number may be another file's), so nothing may touch it any more.
+    private var isOpen: Bool {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return !self.discarded
     }
 
     /// Records wholly within the first `offset` bytes, as far as the appends
@@ -91,13 +110,6 @@ public final class SpoolFile: @unchecked Sendable {
             if self.checkpoints[middle].offset <= offset { low = middle + 1 } else { high = middle }
         }
         return low == 0 ? 0 : self.checkpoints[low - 1].records
-    }
-
-    /// The first `count` bytes were copied out and are not needed any more:
-    /// their disk blocks are given back (best effort), so a spool does not
-    /// hold the disk twice while it is copied into the export's file.
-    public func release(upTo count: Int) {
-        _ = gateway_punch_hole(self.fd, Int64(count))
     }
 
     /// True when the writer failed before a byte was appended.
@@ -140,6 +152,7 @@ public final class SpoolFile: @unchecked Sendable {
         self.condition.unlock()
         if case .failed(let error) = end { throw error }
         guard available > 0 else { return end == nil ? .nothingYet : .ended }
+        guard self.isOpen else { throw CacheError.failed("read of \(self.path) after it was discarded") }
         guard let base = buffer.baseAddress else { return .nothingYet }
         while true {
             let n = pread(self.fd, base, min(buffer.count, available), off_t(offset))

@@ -147,6 +147,21 @@ import Glibc
         #expect(server.manager.cacheBytes == size)
     }
 
+    /// Records larger than the 256 KiB staging block, at the end of the
+    /// last piece, are written on their own and still counted.
+    @Test func recordsLargerThanTheStagingBlockAreCounted() async throws {
+        let server = try await Self.server()
+        defer { Task { await server.stop() } }
+        _ = try await server.sql("UPDATE users SET notes = repeat('x', 300000) WHERE id >= (SELECT max(id) - 1 FROM users)")
+        let expected = try await server.psqlCopy(LiveDownloadTests.select)
+        let streamed = try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache"])
+        #expect(streamed.body == expected)
+        let id = try #require(streamed.headers["x-export-id"])
+        #expect(server.exportRun(id)?.pieces == 3)
+        let status = try await curl(server.url("/exports/\(id)/status")).json
+        #expect(status["rowsWritten"] as? Int == Self.rows)
+    }
+
     /// The status never counts rows that are not in the file yet (those a
     /// later piece has read into its spool).
     @Test func progressCountsOnlyRowsInTheFile() async throws {

@@ -85,7 +85,9 @@ final class CopyPiece {
         self.stagedSince = nil
         guard !self.staging.isEmpty else {
             // Messages with no bytes staged (a record larger than the staging
-            // block was written on its own) are in already.
+            // block was written on its own) are in already: a write of no
+            // bytes tells the destination they are complete.
+            if self.pendingMessages > 0 { try self.write(UnsafeRawBufferPointer(start: nil, count: 0), self.pendingMessages) }
             self.rows.add(self.pendingMessages)
             self.pendingMessages = 0
             return

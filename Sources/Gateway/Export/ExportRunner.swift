@@ -153,10 +153,12 @@ struct ExportRunner: Sendable {
             if let snapshot, ranges.count > 1 {
                 let reserveSpool = storage.reserveSpool
                 for ids in ranges.dropFirst() {
+                    // Everything that can throw comes before `enter`: a piece
+                    // entered must be started, or `waitForAll` would wait for ever.
+                    let sql = try query.copy(literal: db.literal, header: false, ids: ids)
                     let piece = Piece(ids: ids, spool: try SpoolFile(store: self.store, suffix: ".csv"))
                     pieces.append(piece)
                     group.enter()
-                    let sql = try query.copy(literal: db.literal, header: false, ids: ids)
                     storage.startPiece { active in
                         defer { group.leave() }
                         self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, group: group, active: active, reserve: reserveSpool)
@@ -316,7 +318,9 @@ struct ExportRunner: Sendable {
     /// fills it, until its writer has finished and every byte is in; throws
     /// the writer's error, or a cancel. `copied` hears how many more records
     /// are in the file. Copied bytes move from the spool's reservation to
-    /// the file's, and their blocks in the spool are given back.
+    /// the file's. The spool's blocks are given back when it is removed,
+    /// right after it is copied, not while: punching holes as it went would
+    /// make ext4 write the dirty pages of each range out before punching it.
     private func stitch(_ piece: Piece, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, adopt: (UUID, Int) -> Void, copied: (Int) -> Void) throws {
         var offset = 0
         var records = 0
@@ -327,7 +331,6 @@ struct ExportRunner: Sendable {
                 try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
                 adopt(piece.reservation, n)
                 offset += n
-                piece.spool.release(upTo: offset)
                 let now = piece.spool.records(within: offset)
                 copied(now - records)
                 records = now

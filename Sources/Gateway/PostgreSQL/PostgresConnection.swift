@@ -84,7 +84,9 @@ final class PostgresConnection {
     var looksAlive: Bool {
         guard let conn = self.conn, PQstatus(conn) == CONNECTION_OK else { return false }
         var fds = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
-        return poll(&fds, 1, 0) == 0
+        var ready = poll(&fds, 1, 0)
+        while ready < 0, errno == EINTR { ready = poll(&fds, 1, 0) }
+        return ready == 0
     }
 
     /// One round trip (an empty statement) that must come back within
