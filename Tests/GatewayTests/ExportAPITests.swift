@@ -1,5 +1,10 @@
 import Foundation
 import Testing
+@testable import Gateway
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// POST, status, download, DELETE, the queue and its limits, on a live server.
 struct ExportAPITests {
@@ -105,13 +110,28 @@ struct ExportAPITests {
     }
 
     @Test func cancelOfRunningExportStopsTheQueryRemovesThePartialFileAndAbortsReaders() async throws {
-        // Enough rows that the COPY is still running when the cancel arrives.
-        let server = try await TestServer.start(rows: 400_000)
+        // One COPY, frozen (SIGSTOP of its backend) once bytes are written,
+        // so the cancel lands mid-COPY however fast this machine reads.
+        let server = try await TestServer.start(rows: 400_000, exportsTuning: CSVOracleTests.parallel(1))
         defer { Task { await server.stop() } }
-        let id = try #require(try await curl(server.url("/exports/csv"), method: "POST").json["exportId"] as? String)
-        let reader = try startCurl(server.url("/exports/\(id)/download"))
-        try await eventually("bytes written") { (try await curl(server.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
-        // The export's file, and a spool file per later piece when it is read in parallel.
+        var caught: (id: String, reader: CurlTransfer, pids: [Int32])?
+        for _ in 0..<5 where caught == nil {
+            let id = try #require(try await curl(server.url("/exports/csv"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
+            let reader = try startCurl(server.url("/exports/\(id)/download"))
+            try await eventually("bytes written") { (try await curl(server.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
+            let pids = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
+                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            pids.forEach { kill($0, SIGSTOP) }
+            if !pids.isEmpty, server.exportRun(id)?.status == .running {
+                caught = (id, reader, pids)
+            } else {
+                // It finished first: try again.
+                pids.forEach { kill($0, SIGCONT) }
+                _ = await reader.wait()
+            }
+        }
+        let (id, reader, pids) = try #require(caught)
+        defer { pids.forEach { kill($0, SIGCONT) } }
         #expect(!server.files(in: "partial").isEmpty)
 
         let cancelled = try await curl(server.url("/exports/\(id)"), method: "DELETE")
@@ -120,7 +140,9 @@ struct ExportAPITests {
         let result = await reader.wait()
         #expect(result.status == 200)
         #expect(result.exitCode != 0, "a cancelled live download must not end like a complete one")
+        // The worker gives up within a second, though the frozen backend cannot take the cancel.
         try await eventually("partial file removed") { server.files(in: "partial").isEmpty }
+        pids.forEach { kill($0, SIGCONT) }
         #expect(server.files(in: "objects").isEmpty)
         try await eventually("query gone from the database") {
             try await server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND pid <> pg_backend_pid()")[0][0] == "0"
