@@ -120,13 +120,6 @@ public final class SpoolFile: @unchecked Sendable {
         return false
     }
 
-    /// Bytes appended so far.
-    public var count: Int {
-        self.condition.lock()
-        defer { self.condition.unlock() }
-        return self.length
-    }
-
     /// The writer is done: every byte is in.
     public func finish() { self.settle(.finished) }
 

@@ -136,7 +136,7 @@ struct ExportRunner: Sendable {
                 try copier.flush()
                 header = false
                 rest = tail
-                logger.debug("head written", metadata: ["gateway.export.head_ms": "\(Self.milliseconds(since: started))"])
+                logger.debug("head written", metadata: ["gateway.export.head_ms": "\((ContinuousClock.now - started).logMilliseconds)"])
             }
             let plan = try db.execute(try query.explain(literal: db.literal))
             let estimate = ExportQuery.estimatedRows(fromPlanLine: (plan.first?.first ?? nil) ?? "")
@@ -194,13 +194,7 @@ struct ExportRunner: Sendable {
                 }
                 group.waitForAll()
             }
-            // Read only: everything was read under the snapshot, so a failed
-            // commit loses nothing; the connection is just not kept.
-            if (try? db.execute("COMMIT")) != nil, run.detach(canceller) {
-                self.connections.checkIn(db)
-            } else {
-                db.close()
-            }
+            self.end(db, canceller: canceller, of: run)
             leader = nil
             let total = max(0, rows.value + stitchedRecords - headerMessages)
             if run.shouldStop { throw CacheError.cancelled() }
@@ -219,7 +213,7 @@ struct ExportRunner: Sendable {
             self.journal(run, logger: logger)
             logger.info("export completed", metadata: [
                 LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
-                "gateway.export.pieces": "\(ranges.count)", "gateway.export.ms": "\(Self.milliseconds(since: started))",
+                "gateway.export.pieces": "\(ranges.count)", "gateway.export.ms": "\((ContinuousClock.now - started).logMilliseconds)",
             ])
             return .completed(published)
         } catch {
@@ -272,6 +266,19 @@ struct ExportRunner: Sendable {
         }
     }
 
+    /// Ends a connection's transaction after its COPYs succeeded and keeps
+    /// the connection for the next export, or closes it. Read only:
+    /// everything was read under the snapshot, so a failed commit loses
+    /// nothing; the connection is just not kept. Nor is one whose canceller
+    /// a cancel or a shutdown may already hold (`ExportRun.detach`).
+    private func end(_ db: PostgresConnection, canceller: PostgresCanceller?, of run: ExportRun) {
+        if (try? db.execute("COMMIT")) != nil, run.detach(canceller) {
+            self.connections.checkIn(db)
+        } else {
+            db.close()
+        }
+    }
+
     /// Reads one later piece into its spool file, on a thread of its own,
     /// in the leader's snapshot. Ends the spool file either way: finished,
     /// or failed with the reason (which the leader then fails with).
@@ -303,11 +310,7 @@ struct ExportRunner: Sendable {
             try copier.flush()
             piece.spool.finish()
             db = nil
-            if (try? connection.execute("COMMIT")) != nil, run.detach(canceller) {
-                self.connections.checkIn(connection)
-            } else {
-                connection.close()
-            }
+            self.end(connection, canceller: canceller, of: run)
         } catch {
             db?.close()
             piece.spool.fail(error)
@@ -353,12 +356,6 @@ struct ExportRunner: Sendable {
             throw PostgresError.queryFailed(sqlState: nil, "unexpected snapshot name from pg_export_snapshot()")
         }
         return "'\(name)'"
-    }
-
-    private static func milliseconds(since start: ContinuousClock.Instant) -> String {
-        let elapsed = ContinuousClock.now - start
-        let (seconds, attoseconds) = elapsed.components
-        return String(Double(seconds) * 1000 + Double(attoseconds) / 1e15)
     }
     /// Journals the run's new state. Not an acknowledgement: if the journal
     /// is down, a restart runs the export again (same bytes), so a failure is

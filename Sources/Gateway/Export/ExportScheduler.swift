@@ -15,9 +15,9 @@ struct ExportScheduler {
     private(set) var queue: [UUID] = []
 
     init(maxRunning: Int, maxQueued: Int) {
-        precondition(maxRunning > 0 && maxQueued >= 0)
-        self.maxRunning = maxRunning
-        self.maxQueued = maxQueued
+        // Configuration bounds both; out-of-range values are clamped, not trapped on.
+        self.maxRunning = max(1, maxRunning)
+        self.maxQueued = max(0, maxQueued)
     }
 
     mutating func submit(_ id: UUID) -> Admission {

@@ -109,7 +109,7 @@ struct RequestLogMiddleware: RouterMiddleware {
                 "gateway.http.status": "\(self.status)",
                 "gateway.http.request_id": "\(self.requestID)",
                 "gateway.http.bytes": "\(bytes)",
-                "gateway.http.duration_ms": "\(RequestLogMiddleware.milliseconds(elapsed))",
+                "gateway.http.duration_ms": "\(elapsed.logMilliseconds)",
                 "gateway.http.outcome": "\(outcome)",
             ]
             if let exportID = self.exportID { metadata[LogKey.exportID] = "\(exportID)" }
@@ -142,11 +142,6 @@ struct RequestLogMiddleware: RouterMiddleware {
         [.get, .head, .post, .put, .delete, .options, .patch, .trace, .connect].contains(method) ? method.rawValue : "other"
     }
 
-    fileprivate static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let tenths = max(0, Int((Double(seconds) * 10_000 + Double(attoseconds) / 1e14).rounded()))
-        return "\(tenths / 10).\(tenths % 10)"
-    }
 }
 
 /// Passes a body through and counts its bytes.

@@ -78,8 +78,6 @@ final class PostgresConnectionPool: Sendable {
         }
     }
 
-    var idleCount: Int { self.idle.withLock { $0.count } }
-
     /// `@unchecked Sendable`: one user at a time, who takes it out of the
     /// pool under the pool's lock before using it.
     private final class Kept: @unchecked Sendable {
