@@ -718,7 +718,7 @@ class Bench:
         would run again at start (queued, running, or completed with the file
         elsewhere): they would load the machine while it is measured."""
         others = int(self.db.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                  "AND application_name = 'csv-export-gateway'"))
+                                  "AND application_name LIKE 'gateway:%'"))
         if others:
             self.facts["other_gateway"] = others
             log(f"warning: another gateway is connected to this database ({others} connections): it shares the "

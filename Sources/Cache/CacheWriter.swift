@@ -21,10 +21,12 @@ public final class CacheWriter {
     private var fd: Int32
     private var hasher = SHA256()
 
-    init(store: ContentStore, suffix: String) throws {
+    init(store: ContentStore, suffix: String, name: String? = nil) throws {
         self.store = store
         self.suffix = suffix
-        self.partialPath = "\(store.partialDirectory)/\(UUID().uuidString)\(suffix).partial"
+        self.partialPath = "\(store.partialDirectory)/\(name ?? UUID().uuidString)\(suffix).partial"
+        // A file of that name is an earlier attempt's, abandoned by this instance: replaced.
+        if name != nil { unlink(self.partialPath) }
         self.fd = open(self.partialPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard self.fd >= 0 else { throw CacheError.system("open", path: self.partialPath, errno: errno) }
     }

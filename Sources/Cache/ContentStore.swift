@@ -6,19 +6,41 @@ import Darwin
 import Foundation
 
 /// The cache directory: finished files named by their SHA-256 under `objects/`,
-/// files being written under `partial/`.
+/// files being written under `partial/<instance>/`.
 ///
 /// Files reach `objects/` only by `rename(2)` after `fsync(2)`, so a crash at any
 /// moment leaves either no file or a complete one there; whatever is left in
-/// `partial/` at start-up is debris of a crash and is removed by `prepare()`.
+/// this instance's partial folder at start-up is debris of its crash and is
+/// removed by `prepare()`. Several gateways may share the directory (a
+/// cluster): each writes in a partial folder of its own, and never touches
+/// another's; `objects/` is shared, its names being their contents' hashes.
 /// Every call blocks: run them on a thread pool.
 public struct ContentStore: Sendable {
     public let root: String
+    /// The folder of this instance's partial files, relative to `root`.
+    public let partialFolder: String
     public var objectsDirectory: String { self.root + "/objects" }
-    public var partialDirectory: String { self.root + "/partial" }
+    public var partialDirectory: String { self.root + "/" + self.partialFolder }
 
-    public init(root: String) {
+    /// - Parameter instance: the folder under `partial/` of this gateway
+    ///   (its INSTANCE_ID, made safe as a file name); nil: `partial/` itself.
+    public init(root: String, instance: String? = nil) {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        let safe = instance.map { String(decoding: $0.utf8.map { Self.isNameByte($0) ? $0 : UInt8(ascii: "_") }, as: UTF8.self) }
+        self.partialFolder = safe.map { "partial/" + ($0.isEmpty || $0 == "." || $0 == ".." ? "_" : $0) } ?? "partial"
+    }
+
+    private static func isNameByte(_ byte: UInt8) -> Bool {
+        (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+    }
+
+    /// The absolute path of a partial file named relative to `root`
+    /// (`partial/<instance>/<name>`, as another instance records it), or nil
+    /// when the name is not one: nothing outside `partial/` is ever followed.
+    public func sharedPartialPath(_ relative: String) -> String? {
+        let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "partial", parts.dropFirst().allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else { return nil }
+        return self.root + "/" + relative
     }
 
     /// Creates the directories and removes partial files left by a crash.
@@ -28,7 +50,7 @@ public struct ContentStore: Sendable {
         let fm = FileManager.default
         // Exports hold personal data: the folders are the gateway's user's
         // alone (0700), and so is every file (0600; earlier versions made 0644).
-        for dir in [self.root, self.objectsDirectory, self.partialDirectory] {
+        for dir in [self.root, self.objectsDirectory, self.root + "/partial", self.partialDirectory] {
             do {
                 try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
@@ -39,9 +61,17 @@ public struct ContentStore: Sendable {
             _ = chmod(dir, 0o700)
         }
         for name in self.objectNames() { chmod(self.objectsDirectory + "/" + name, 0o600) }
+        // Only this instance's own debris: the other folders are other
+        // gateways' files being written now. (Files directly in `partial/`
+        // are an earlier version's, of a single gateway.)
         var removed = 0
         for name in (try? fm.contentsOfDirectory(atPath: self.partialDirectory)) ?? [] {
             if unlink(self.partialDirectory + "/" + name) == 0 { removed += 1 }
+        }
+        if self.partialFolder != "partial" {
+            for name in (try? fm.contentsOfDirectory(atPath: self.root + "/partial")) ?? [] where name.hasSuffix(".partial") || name.hasSuffix(".spool") {
+                if unlink(self.root + "/partial/" + name) == 0 { removed += 1 }
+            }
         }
         return removed
     }
@@ -51,9 +81,10 @@ public struct ContentStore: Sendable {
         "\(self.objectsDirectory)/\(hex)\(suffix)"
     }
 
-    /// Starts a new partial file.
-    public func createWriter(suffix: String) throws -> CacheWriter {
-        try CacheWriter(store: self, suffix: suffix)
+    /// Starts a new partial file, named `name` in this instance's partial
+    /// folder (a name others can find it by), or a fresh name.
+    public func createWriter(suffix: String, name: String? = nil) throws -> CacheWriter {
+        try CacheWriter(store: self, suffix: suffix, name: name)
     }
 
     /// Gives a sealed file its name: renames it into `objects/` and syncs the

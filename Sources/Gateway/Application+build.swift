@@ -9,7 +9,7 @@ import NIOPosix
 /// debris removed) and the `users` table seeded when empty. Blocking work,
 /// run on the thread pools.
 func prepareStorage(_ configuration: Configuration, pools: BlockingPools, logger: Logger) async throws -> ContentStore {
-    let store = ContentStore(root: configuration.cache.directory)
+    let store = ContentStore(root: configuration.cache.directory, instance: configuration.cluster.instanceID)
     let removed = try await pools.files.runIfActive { try store.prepare() }
     if removed > 0 { logger.notice("removed partial files left by an earlier run", metadata: ["gateway.cache.removed": "\(removed)"]) }
     if configuration.database.seed {

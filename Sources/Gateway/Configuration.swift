@@ -77,6 +77,18 @@ import Foundation
 /// - `LINK_TTL`: seconds a signed download link works. Default `3600`.
 /// - `METRICS_TOKEN`: when set, `GET /metrics` needs `Authorization: Bearer <it>`. Default: none.
 ///
+/// Cluster (several gateways on one database and one cache folder)
+/// - `INSTANCE_ID`: this gateway's name in the cluster: 1 to 64 of `A-Z a-z
+///   0-9 . _ - :`, unique among the gateways sharing the database. It is the
+///   owner recorded on the exports it runs, the name of its folder under
+///   `CACHE_DIR/partial/`, and its connections' `application_name`
+///   (`gateway:<INSTANCE_ID>`). A gateway restarted under the same id takes
+///   back its own running exports at once. Default: the host name and
+///   `PORT` (`host:8080`); with `PORT=0`, a random suffix is added.
+/// - `LEASE_SECONDS`: how long a claim on a running export lasts without
+///   renewal (renewed every second): a gateway that stops renewing (killed,
+///   cut off) loses its running exports to another after at most this. Default `10`.
+///
 /// - `LOG_LEVEL`: trace, debug, info, notice, warning, error, critical. Default `info`.
 ///
 /// The environment wins over `.env`; `.env` is read from the working directory.
@@ -99,9 +111,15 @@ struct Configuration: Sendable {
         var journalStatementTimeoutSeconds = 5
         var seedRows = 10_000_000
         var seed = true
+        /// `gateway:<INSTANCE_ID>`, on every connection (`Configuration.cluster`).
+        var applicationName = "gateway:" + Cluster.defaultInstanceID(port: 8080)
 
         /// How export, health and seeding connections are made.
-        var settings: PostgresSettings { PostgresSettings(url: self.url, connectTimeoutSeconds: self.connectTimeoutSeconds) }
+        var settings: PostgresSettings {
+            var settings = PostgresSettings(url: self.url, connectTimeoutSeconds: self.connectTimeoutSeconds)
+            settings.applicationName = self.applicationName
+            return settings
+        }
         /// How journal connections are made: with a statement timeout.
         var journalSettings: PostgresSettings { self.settings.with(statementTimeoutMilliseconds: self.journalStatementTimeoutSeconds * 1000) }
     }
@@ -129,6 +147,30 @@ struct Configuration: Sendable {
         var rangeWaitSeconds = 15
     }
 
+    struct Cluster: Sendable {
+        /// INSTANCE_ID; set from the host name and port by `init(environment:)` when not given.
+        var instanceID = Cluster.defaultInstanceID(port: 8080)
+        var leaseSeconds = 10
+
+        static func defaultInstanceID(port: Int) -> String {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let host = gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : ""
+            var name = Array(host.utf8.filter(Self.isIDByte).prefix(48))
+            if name.isEmpty { name = Array("gateway".utf8) }
+            let base = String(decoding: name, as: UTF8.self) + ":" + String(port)
+            // An ephemeral port says nothing: two such gateways on one host must differ.
+            return port == 0 ? base + ":" + String(UInt32.random(in: 0...UInt32.max), radix: 16) : base
+        }
+
+        static func isIDByte(_ byte: UInt8) -> Bool {
+            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+        }
+
+        static func isValidID(_ id: String) -> Bool {
+            (1...64).contains(id.utf8.count) && id.utf8.allSatisfy(Self.isIDByte)
+        }
+    }
+
     struct Access: Sendable {
         var tokens = APITokens(tokens: [])
         var allowAnonymous = false
@@ -142,6 +184,7 @@ struct Configuration: Sendable {
     var database = Database()
     var cache = Cache()
     var exports = Exports()
+    private(set) var cluster = Cluster()
     var logLevel = "info"
 
     /// A setting that is present but unusable; start-up stops with its message.
@@ -225,6 +268,13 @@ struct Configuration: Sendable {
         if self.access.tokens.isEmpty, !self.access.allowAnonymous, !Self.isLoopback(self.http.host) {
             throw Invalid("HOST=\(self.http.host) is not a loopback address, and no API_TOKENS or API_TOKENS_FILE is set: anyone who can reach it could read every export. Set tokens, or ALLOW_ANONYMOUS=true to serve without authentication anyway")
         }
+        if let id = environment["INSTANCE_ID"], !id.isEmpty {
+            guard Cluster.isValidID(id) else { throw Invalid(key: "INSTANCE_ID", value: id, expected: "1 to 64 of A-Z a-z 0-9 . _ - :") }
+            self.setInstanceID(id)
+        } else {
+            self.setInstanceID(Cluster.defaultInstanceID(port: self.http.port))
+        }
+        if let n = try int("LEASE_SECONDS", 2...3600) { self.setLeaseSeconds(n) }
         if let level = environment["LOG_LEVEL"], !level.isEmpty {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(level.lowercased()) else {
@@ -232,6 +282,16 @@ struct Configuration: Sendable {
             }
             self.logLevel = level.lowercased()
         }
+    }
+
+    /// INSTANCE_ID, and the `application_name` of every connection with it.
+    mutating func setInstanceID(_ id: String) {
+        self.cluster.instanceID = id
+        self.database.applicationName = "gateway:" + id
+    }
+
+    mutating func setLeaseSeconds(_ seconds: Int) {
+        self.cluster.leaseSeconds = seconds
     }
 
     /// True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost.

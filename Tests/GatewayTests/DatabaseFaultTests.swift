@@ -47,7 +47,7 @@ struct DatabaseFaultTests {
         let d = try #require(try await curl(server.url("/exports/csv?columns=full_name"), method: "POST").json["exportId"] as? String)
         try await eventually("c runs") { try await Self.status(server, c) == "running" }
         #expect(try await Self.status(server, d) == "queued")
-        let cut = try await server.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'csv-export-gateway' AND state = 'idle'")
+        let cut = try await server.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'gateway:%' AND state = 'idle'")
         #expect((Int(cut[0][0] ?? "") ?? 0) >= 1, "the journal had a pooled connection to cut")
         let cancel = try await curl(server.url("/exports/\(d)"), method: "DELETE")
         #expect(cancel.status == 200)

@@ -191,9 +191,8 @@ import Glibc
         defer { Task { await server.stop() } }
         let expected = try await server.psqlCopy(LiveDownloadTests.select)
         #expect(try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache"]).body == expected)
-        let idle = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'csv-export-gateway/export' AND state = 'idle'"
-        try await eventually("export connections kept") { try await server.sql(idle).count >= 1 }
-        let frozen = try await server.sql(idle).compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+        try await eventually("export connections kept") { !server.manager.exportConnections.idleBackendPIDs.isEmpty }
+        let frozen = server.manager.exportConnections.idleBackendPIDs
         frozen.forEach { kill($0, SIGSTOP) }
         defer { frozen.forEach { kill($0, SIGCONT) } }
         let result = try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache", "--max-time", "30"])

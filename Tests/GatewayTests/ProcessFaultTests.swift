@@ -64,12 +64,12 @@ struct ProcessFaultTests {
             second = try #require(try await curl(base + "/exports/csv", method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             let deadline = ContinuousClock.now + .seconds(60)
             while ContinuousClock.now < deadline {
-                let sizes = (try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial"))?.compactMap {
-                    (try? FileManager.default.attributesOfItem(atPath: cache + "/partial/" + $0))?[.size] as? Int
+                let sizes = (try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache)))?.compactMap {
+                    (try? FileManager.default.attributesOfItem(atPath: RestartTests.partialFolder(cache) + "/" + $0))?[.size] as? Int
                 } ?? []
                 if sizes.contains(first.size) {
                     gateway.kill9()
-                    partialsAtKill = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+                    partialsAtKill = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
                     caught = true
                     break
                 }
@@ -86,7 +86,7 @@ struct ProcessFaultTests {
         }
         (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["CACHE_TTL": "0"])
         defer { gateway.terminate() }
-        let partialsAfter = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+        let partialsAfter = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
         #expect(partialsAfter.isDisjoint(with: partialsAtKill), "the half-published file is gone")
         try await Self.waitForStatus(base, second, "completed")
         #expect(try await curl(base + "/exports/\(second)/status").json["sha256"] as? String == first.sha, "the same bytes under its own id")

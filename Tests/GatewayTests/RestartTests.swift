@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+@testable import Gateway
+import Cache
 
 /// The gateway binary, killed with SIGKILL in the middle of an export and
 /// started again: nothing half-written is published, and every export id
@@ -19,10 +21,23 @@ struct RestartTests {
         return (seeded, try temporaryDirectory("restart-cache"))
     }
 
+    /// The INSTANCE_ID of the binary on this cache folder: started again on
+    /// it, it is the same gateway (it takes back its runs and its partial files).
+    static func instanceID(_ cacheDirectory: String) -> String {
+        let folder = cacheDirectory.split(separator: "/").last.map(String.init) ?? "cache"
+        return "proc-" + String(folder.utf8.filter(Configuration.Cluster.isIDByte).map { Character(UnicodeScalar($0)) }.prefix(48))
+    }
+
+    /// The binary's own partial folder in that cache folder.
+    static func partialFolder(_ cacheDirectory: String) -> String {
+        cacheDirectory + "/" + ContentStore(root: cacheDirectory, instance: Self.instanceID(cacheDirectory)).partialFolder
+    }
+
     /// Starts the binary on a free port and waits until it serves.
     static func launch(databaseURL: String, cacheDirectory: String, environment: [String: String] = [:]) async throws -> (RunningProcess, String) {
         let process = try RunningProcess(Self.binary, [], environment: [
             "DATABASE_URL": databaseURL, "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": cacheDirectory,
+            "INSTANCE_ID": Self.instanceID(cacheDirectory),
             "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
         ].merging(environment) { _, new in new })
         var base = ""
@@ -54,7 +69,7 @@ struct RestartTests {
         let queued = try #require(try await curl(base + "/exports/csv?subscription_tier=enterprise", method: "POST").json["exportId"] as? String)
         try await eventually("bytes written") { (try await curl(base + "/exports/\(big)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
         #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")
-        let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+        let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
         gateway.kill9()
         _ = await gateway.wait()
         #expect(!partialsAtCrash.isEmpty, "the crash left a partial file")
@@ -62,7 +77,7 @@ struct RestartTests {
 
         (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
         defer { gateway.terminate() }
-        let partialsAfter = Set((try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? [])
+        let partialsAfter = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
         #expect(partialsAfter.isDisjoint(with: partialsAtCrash), "the crash's partial file was removed at start")
 
         // The finished one: same ETag, and a range with If-Range still resumes.

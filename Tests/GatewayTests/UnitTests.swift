@@ -245,21 +245,6 @@ struct ConnectionTimeoutsTests {
 }
 
 struct StateMachineTests {
-    @Test func schedulerRunsQueuesAndRefuses() {
-        var scheduler = ExportScheduler(maxRunning: 1, maxQueued: 2)
-        let (a, b, c, d) = (UUID(), UUID(), UUID(), UUID())
-        let admissions = [a, b, c, d].map { scheduler.submit($0) }
-        #expect(admissions == [.start, .queued(position: 1), .queued(position: 2), .rejected])
-        let removed = (scheduler.removeQueued(b), scheduler.removeQueued(b))
-        #expect(removed == (true, false))
-        let next = scheduler.finished(a)
-        #expect(next == c)
-        let none = scheduler.finished(c)
-        #expect(none == nil)
-        let again = scheduler.submit(d)
-        #expect(again == .start)
-    }
-
     @Test func lifecycleRefusesEventsAfterItEnds() {
         var life = ExportLifecycle()
         let started = life.start(at: Date())

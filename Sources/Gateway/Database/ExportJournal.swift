@@ -4,16 +4,18 @@ import Logging
 import Synchronization
 
 /// The exports, kept in PostgreSQL (`gateway.exports`) so they survive a
-/// restart or `kill -9`: a client that holds an export id still gets its
-/// file after one. One row per export; the rows of exports that share a run
-/// carry its `run_id` and are updated together.
+/// restart or `kill -9` and are the same on every gateway of a cluster: a
+/// client that holds an export id gets its file from any gateway, after any
+/// restart. One row per export; the rows of exports that share a run carry
+/// its `run_id`, and the run itself has a row in `gateway.runs`
+/// (`ExportJournal+Runs.swift`: the shared queue, its claims and leases).
 ///
 /// What is written when: a row when an export is admitted (before the 202),
 /// `running`, `completed` (with size and hash) or `failed` as its run
 /// moves, `cancelled` when a client cancels (before the 200), the gzip
 /// form's hash when it is published; the row is deleted with the export
-/// (before the 204). A graceful shutdown writes nothing, so what was queued
-/// or running is queued again on start.
+/// (before the 204). A graceful shutdown gives the runs it stopped back to
+/// the queue.
 ///
 /// Every call blocks: call it from a worker thread or the database pool,
 /// never from the cooperative pool. Each statement runs on a connection taken
@@ -73,7 +75,9 @@ final class ExportJournal: Sendable {
         ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS expired_at timestamptz;
         ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS owner text;
         CREATE INDEX IF NOT EXISTS exports_run_id_idx ON gateway.exports (run_id);
-        """
+        CREATE INDEX IF NOT EXISTS exports_sha256_idx ON gateway.exports (sha256);
+        CREATE INDEX IF NOT EXISTS exports_gzip_sha256_idx ON gateway.exports (gzip_sha256);
+        """ + runsSchema
 
     private let settings: PostgresSettings
     private let logger: Logger
@@ -93,16 +97,24 @@ final class ExportJournal: Sendable {
     func load() throws -> [Record] {
         try self.run("load") { db in
             try db.execute("BEGIN; SELECT pg_advisory_xact_lock(7573657273656565); " + Self.schema + "; COMMIT")
-            return try db.execute("""
-                SELECT id, run_id, query, extract(epoch FROM created_at), status, extract(epoch FROM started_at),
-                       extract(epoch FROM completed_at), extract(epoch FROM cancelled_at), rows_written, size_bytes,
-                       sha256, gzip_size_bytes, gzip_sha256, error, extract(epoch FROM expired_at), owner
-                FROM gateway.exports ORDER BY created_at
-                """)
+            return try db.execute(Self.selectExports + " ORDER BY e.created_at")
         }.compactMap(Self.record)
     }
 
-    private static func record(_ row: [String?]) -> Record? {
+    /// An export's row with its run's state (from `gateway.runs`, where the
+    /// cluster keeps it; an earlier version's rows have only their own).
+    static let selectExports = """
+        SELECT e.id, e.run_id, e.query, extract(epoch FROM e.created_at),
+               CASE WHEN e.cancelled_at IS NOT NULL THEN 'cancelled' ELSE coalesce(r.state, e.status) END,
+               extract(epoch FROM coalesce(r.started_at, e.started_at)), extract(epoch FROM coalesce(r.completed_at, e.completed_at)),
+               extract(epoch FROM e.cancelled_at),
+               CASE WHEN coalesce(r.state, e.status) = 'completed' THEN coalesce(r.rows_written, e.rows_written) END,
+               coalesce(r.size_bytes, e.size_bytes), coalesce(r.sha256, e.sha256), coalesce(r.gzip_size_bytes, e.gzip_size_bytes),
+               coalesce(r.gzip_sha256, e.gzip_sha256), coalesce(r.error, e.error), extract(epoch FROM e.expired_at), e.owner
+        FROM gateway.exports e LEFT JOIN gateway.runs r ON r.id = e.run_id
+        """
+
+    static func record(_ row: [String?]) -> Record? {
         guard row.count >= 16 else { return nil }
         func date(_ i: Int) -> Date? { row[i].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) } }
         guard let id = row[0].flatMap(UUID.init(uuidString:)), let runID = row[1].flatMap(UUID.init(uuidString:)),
@@ -113,70 +125,6 @@ final class ExportJournal: Sendable {
             completedAt: date(6), cancelledAt: date(7), expiredAt: date(14), rows: row[8].flatMap { Int($0) }, sizeBytes: row[9].flatMap { Int($0) },
             sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13], owner: row[15]
         )
-    }
-
-    /// A new export, with its run's state as it is now. If the run moved on
-    /// while the row was being written (its update found no row yet), the
-    /// run's state is written again, so the row never stays behind.
-    func insert(_ job: ExportJob) throws {
-        let run = job.run.snapshot()
-        try self.run("insert") { db in
-            try db.execute(
-                """
-                INSERT INTO gateway.exports (id, run_id, query, created_at, status, started_at, completed_at, rows_written, size_bytes, sha256, error, gzip_size_bytes, gzip_sha256, owner)
-                VALUES ($1, $2, $3, to_timestamp($4), $5, to_timestamp($6), to_timestamp($7), $8, $9, $10, $11, $12, $13, $14)
-                ON CONFLICT (id) DO NOTHING
-                """,
-                parameters: [job.id.uuidString, job.run.id.uuidString, job.request.canonicalQuery, Self.epoch(job.createdAt)]
-                    + Self.runState(run) + [run.gzip.map { String($0.size) }, run.gzip?.sha256, job.owner])
-        }
-        if job.run.snapshot().version != run.version {
-            try? self.update(job.run)
-        }
-    }
-
-    /// The run's state, on every export of it that a client has not
-    /// cancelled. A row that has ended (completed, failed) keeps that end
-    /// unless the new state is the same end: an update that arrives late
-    /// never takes a row back. A row that says cancelled though no client
-    /// cancelled it (the run's state, written as it stopped) is not an end:
-    /// the next start runs it again, and its completion must be written.
-    func update(_ run: ExportRun) throws {
-        let snapshot = run.snapshot()
-        try self.run("update") { db in
-            try db.execute(
-                """
-                UPDATE gateway.exports SET status = $2, started_at = to_timestamp($3), completed_at = to_timestamp($4),
-                    rows_written = $5, size_bytes = $6, sha256 = $7, error = $8
-                WHERE run_id = $1 AND cancelled_at IS NULL AND (status IN ('queued', 'running', 'cancelled') OR status = $2)
-                """,
-                parameters: [run.id.uuidString] + Self.runState(snapshot))
-        }
-    }
-
-    /// The columns a run's state fills, in this order: status, started_at,
-    /// completed_at, rows_written, size_bytes, sha256, error.
-    private static func runState(_ run: ExportRun.Snapshot) -> [String?] {
-        let life = run.lifecycle
-        return [
-            life.status.rawValue, life.startedAt.map(Self.epoch), life.completedAt.map(Self.epoch),
-            life.status == .completed ? String(run.rowsWritten) : nil, life.file.map { String($0.size) }, life.file?.sha256,
-            life.errorMessage,
-        ]
-    }
-
-    func recordGzip(_ file: PublishedFile, of run: ExportRun) throws {
-        try self.run("gzip") { db in
-            try db.execute("UPDATE gateway.exports SET gzip_size_bytes = $2, gzip_sha256 = $3 WHERE run_id = $1",
-                parameters: [run.id.uuidString, String(file.size), file.sha256])
-        }
-    }
-
-    func markCancelled(_ id: UUID) throws {
-        try self.run("cancel") { db in
-            try db.execute("UPDATE gateway.exports SET status = 'cancelled', cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1",
-                parameters: [id.uuidString])
-        }
     }
 
     /// Expired exports stay as rows, so their ids answer 410 after a restart;
@@ -195,15 +143,9 @@ final class ExportJournal: Sendable {
         }
     }
 
-    func delete(_ id: UUID) throws {
-        try self.run("delete") { db in
-            try db.execute("DELETE FROM gateway.exports WHERE id = $1", parameters: [id.uuidString])
-        }
-    }
-
     /// Runs `body` on a pooled connection, and once more on a fresh one if
     /// that fails; throws `Unavailable` when both fail.
-    private func run<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+    func run<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
         if let pooled = self.idle.withLock({ $0.popLast() }) {
             do {
                 let result = try body(pooled.connection)

@@ -12,14 +12,14 @@ final class ExportJob: Sendable {
     let run: ExportRun
     /// The id of the API token that asked for it (nil: made without tokens).
     let owner: String?
-    private let cancelledAt = Mutex<Date?>(nil)
+    private let cancelledDate = Mutex<Date?>(nil)
 
     init(id: UUID = UUID(), run: ExportRun, owner: String?, createdAt: Date = Date(), cancelledAt: Date? = nil) {
         self.id = id
         self.owner = owner
         self.run = run
         self.createdAt = createdAt
-        self.cancelledAt.withLock { $0 = cancelledAt }
+        self.cancelledDate.withLock { $0 = cancelledAt }
     }
 
     var request: ExportRequest { self.run.request }
@@ -36,15 +36,18 @@ final class ExportJob: Sendable {
     }
 
     var status: ExportLifecycle.Status {
-        self.cancelledAt.withLock { $0 } == nil ? self.run.status : .cancelled
+        self.cancelledDate.withLock { $0 } == nil ? self.run.status : .cancelled
     }
 
-    var isCancelled: Bool { self.cancelledAt.withLock { $0 } != nil }
+    /// When a client cancelled it, if one did.
+    var cancelledAt: Date? { self.cancelledDate.withLock { $0 } }
+
+    var isCancelled: Bool { self.cancelledDate.withLock { $0 } != nil }
 
     /// Marks this export cancelled and aborts its own readers; the run goes
     /// on for other exports. False if it was cancelled already.
     func markCancelled() -> Bool {
-        let first = self.cancelledAt.withLock { cancelledAt -> Bool in
+        let first = self.cancelledDate.withLock { cancelledAt -> Bool in
             guard cancelledAt == nil else { return false }
             cancelledAt = Date()
             return true
@@ -54,6 +57,6 @@ final class ExportJob: Sendable {
     }
 
     func snapshot(now: Date = Date()) -> ExportStatus {
-        ExportStatus(job: self, run: self.run.snapshot(), cancelledAt: self.cancelledAt.withLock { $0 }, now: now)
+        ExportStatus(job: self, run: self.run.snapshot(), cancelledAt: self.cancelledDate.withLock { $0 }, now: now)
     }
 }

@@ -11,7 +11,16 @@ import Foundation
 /// into `objects/` (`install`) and every deletion from it (`remove`) runs on
 /// one thread (`BlockingPools.files`), and each checks the ledger there: a
 /// deletion skips a file that is held again, and an install keeps an
-/// existing file that is held. No lock is held across the I/O.
+/// existing file of that name (the same bytes). No lock is held across the I/O.
+/// Other gateways share the folder: there, each rename and each deletion
+/// also runs in a transaction that holds an advisory lock on the file's hash
+/// (`ExportJournal.publish`, `removeUnreferenced`), and a deletion skips a
+/// file that an export on any gateway refers to.
+///
+/// **Bound.** CACHE_MAX_BYTES bounds what this gateway counts: the files of
+/// the runs it knows (its own, and those of other gateways' exports it has
+/// served) and what it is writing. Gateways sharing one folder each count
+/// their own share; give each `volume / gateways`.
 extension ExportManager {
     /// True if `bytes` more fit under CACHE_MAX_BYTES, evicting what may go.
     func hasRoom(for bytes: Int) -> Bool {
@@ -76,7 +85,7 @@ extension ExportManager {
 
     func metricsSnapshot() -> MetricsSnapshot {
         let (jobs, queued, running, bytes) = self.state.withLock { state in
-            (Array(state.jobs.values), state.scheduler.queue.count, state.scheduler.running.count, state.ledger.totalBytes)
+            (Array(state.jobs.values), state.runs.values.filter { $0.status == .queued }.count, state.claims.count, state.ledger.totalBytes)
         }
         var snapshot = MetricsSnapshot(queued: queued, running: running, workers: self.limits.maxConcurrent, cacheBytes: bytes)
         // Outside the manager's lock: a job's status takes its run's lock.
@@ -87,18 +96,19 @@ extension ExportManager {
     /// Bytes the cache holds now, as the ledger counts them.
     var cacheBytes: Int { self.state.withLock { $0.ledger.totalBytes } }
 
-    /// Publishes a sealed file for run `holder`: renames it into `objects/`
-    /// (keeping an identical file that another run holds) and records the
-    /// hold. If the run was forgotten meanwhile (cancelled and dropped), the
-    /// file goes again and this throws. Runs on the files thread only.
-    func install(_ sealed: SealedFile, holder run: ExportRun, producer: UUID) throws -> PublishedFile {
-        let (alive, keep) = self.state.withLock { ($0.runs[run.id] === run, $0.ledger.isHeld(sealed.path)) }
-        guard alive else {
+    /// Publishes a sealed file for run `holder`: `record` renames it into
+    /// `objects/` (keeping an identical file that is there already) with the
+    /// rename it is given, in the transaction that records it in the
+    /// database, and this records the hold. If the run was forgotten
+    /// meanwhile (cancelled and dropped), or `record` returns nil (the claim
+    /// on the run was lost), the file goes and this throws. Runs on the files thread only.
+    func install(_ sealed: SealedFile, holder run: ExportRun, producer: UUID, record: (() throws -> PublishedFile) throws -> PublishedFile?) throws -> PublishedFile {
+        let alive = self.state.withLock { $0.runs[run.id] === run }
+        guard alive, let published = try record({ try self.store.install(sealed, keepExisting: true) }) else {
             self.store.discard(sealed)
             self.endPartial(producer)
             throw CacheError.cancelled()
         }
-        let published = try self.store.install(sealed, keepExisting: keep)
         let orphan = self.state.withLock { state -> Bool in
             state.ledger.endPartial(producer)
             state.ledger.hold(published)
@@ -115,16 +125,33 @@ extension ExportManager {
     }
 
     /// Deletes files no run holds any more, on the files thread, each only if
-    /// it is still not held when its turn comes. When the pool is stopping,
-    /// NIO runs what is still queued elsewhere, alongside the files thread,
-    /// which would break the order: then nothing is deleted, and the next
-    /// start removes what no export refers to.
+    /// it is still not held when its turn comes and no export on any gateway
+    /// refers to it. When the pool is stopping, NIO runs what is still queued
+    /// elsewhere, alongside the files thread, which would break the order:
+    /// then nothing is deleted, and the next start removes what no export
+    /// refers to (as it does with a file kept because the database did not answer).
     func remove(_ paths: [String]) {
         for path in paths {
             self.pools.files.submit { state in
                 guard state == .active, !self.state.withLock({ $0.ledger.isHeld(path) }) else { return }
-                self.store.removeObject(atPath: path)
+                self.removeUnreferenced(path)
             }
+        }
+    }
+
+    /// Deletes a file of `objects/` unless an export on any gateway refers
+    /// to it. Blocking: on the files thread.
+    func removeUnreferenced(_ path: String) {
+        let name = path.split(separator: "/").last.map(String.init) ?? ""
+        let sha = String(name.prefix(64))
+        guard sha.utf8.count == 64 else {
+            self.store.removeObject(atPath: path)
+            return
+        }
+        do {
+            _ = try self.journal.removeUnreferenced(sha256: sha) { self.store.removeObject(atPath: path) }
+        } catch {
+            self.logger.notice("cache file kept: the database could not say whether an export refers to it", metadata: ["gateway.cache.file": "\(name)"])
         }
     }
 

@@ -17,8 +17,11 @@ extension ExportManager {
         if !old.isEmpty { await self.expire(old) }
         let removals = self.state.withLock { state -> [String] in
             state.expired = state.expired.filter { now.timeIntervalSince($0.value.at) < self.exportTTL }
+            // Runs no export here needs: ended ones past CACHE_TTL, and
+            // mirrors of other gateways' runs (looked up again if asked for).
             let stale = state.runs.values.filter { run in
-                (state.members[run.id]?.isEmpty ?? true) && run.status != .queued && run.status != .running && !self.isJoinable(run, state: state)
+                guard state.members[run.id]?.isEmpty ?? true, state.claims[run.id] == nil else { return false }
+                return run.status == .queued || run.status == .running || !self.isJoinable(run, state: state)
             }
             return stale.flatMap { state.forget($0) }
         }
@@ -27,7 +30,11 @@ extension ExportManager {
         // Kept export connections idle for a minute go (a blocking close: off this pool).
         try? await self.onDatabasePool { $0.exportConnections.closeStale() }
         let keep = Int(self.exportTTL)
-        try? await self.onDatabasePool { try $0.journal.forgetExpired(after: keep) }
+        let cacheTTL = Int(self.cacheTTL)
+        try? await self.onDatabasePool { manager in
+            try manager.journal.forgetExpired(after: keep)
+            try manager.journal.forgetRuns(olderThan: cacheTTL)
+        }
     }
 
     /// Removes exports past EXPORT_TTL (cancelling them if they still run),
@@ -35,7 +42,12 @@ extension ExportManager {
     /// acknowledgement here: a restart finds them expired by their age anyway.
     func expire(_ jobs: [ExportJob]) async {
         for job in jobs {
-            if job.run.status == .queued || job.run.status == .running { self.applyCancel(job) }
+            if !job.isCancelled, job.run.status == .queued || job.run.status == .running {
+                // Its run stops when no export on any gateway needs it.
+                let id = job.id
+                let runCancelled = (try? await self.onDatabasePool { try $0.journal.cancelExport(id).runCancelled }) ?? false
+                self.applyCancel(job, runCancelled: runCancelled)
+            }
             let removals = self.state.withLock { state -> [String] in
                 guard state.jobs[job.id] != nil else { return [] }
                 state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner)

@@ -10,7 +10,13 @@ extension ExportManager {
     @discardableResult
     func loadJournal() async -> Bool {
         do {
-            let records = try await self.onDatabasePool { try $0.journal.load() }
+            let records = try await self.onDatabasePool { manager in
+                let records = try manager.journal.load()
+                // It runs nothing yet: what it ran before it stopped is queued again now, not after the lease.
+                let requeued = try manager.journal.requeueOwn(instance: manager.instanceID)
+                if requeued > 0 { manager.logger.notice("runs this gateway ran before it stopped are queued again", metadata: ["gateway.journal.requeued": "\(requeued)"]) }
+                return records
+            }
             let (restored, requeued) = try await self.onFilesPool { $0.restore(records) }
             self.state.withLock { $0.journalLoaded = true }
             if restored > 0 { self.logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
@@ -26,12 +32,14 @@ extension ExportManager {
 
     /// Brings back the exports of the journal after a restart: finished ones
     /// whose file is on disk as they were, failed and cancelled ones as
-    /// such, and the rest (queued, running, or finished with the file gone)
-    /// queued again under the same ids. Then removes every file in the cache
-    /// that no export refers to. Blocking (file checks); call it on a thread
-    /// pool before serving.
+    /// such, queued and running ones as mirrors of the shared queue (any
+    /// gateway, this one included, claims them), and finished ones whose
+    /// file is gone queued again under the same ids. Then removes every file
+    /// in the cache that no export on any gateway refers to. Blocking (file
+    /// checks, the database); call it on a thread pool before serving.
     func restore(_ records: [ExportJournal.Record]) -> (restored: Int, requeued: Int) {
         var requeue: [ExportRun] = []
+        var active: [UUID] = []
         var restored = 0
         var newlyExpired: [UUID] = []
         for (runID, rows) in Dictionary(grouping: records, by: \.runID) {
@@ -53,7 +61,10 @@ extension ExportManager {
                 let gzip = self.onDisk(done.gzipSha256, done.gzipSizeBytes, suffix: ".csv.gz")
                 let lifecycle = ExportLifecycle(status: .completed, startedAt: done.startedAt, completedAt: done.completedAt, file: file, errorMessage: nil)
                 run = ExportRun(id: runID, request: request, ended: lifecycle, rows: done.rows ?? 0, gzip: gzip)
-            } else if live.contains(where: { $0.status != .failed }) {
+            } else if live.contains(where: { $0.status == .queued || $0.status == .running }) {
+                run = ExportRun(id: runID, request: request)
+                active.append(runID)
+            } else if live.contains(where: { $0.status == .completed }) {
                 run = ExportRun(id: runID, request: request)
                 requeue.append(run)
             } else {
@@ -76,7 +87,6 @@ extension ExportManager {
                     state.ledger.hold(file)
                     state.held[run.id, default: []].append(file.path)
                 }
-                if run.status == .queued || self.isJoinable(run, state: state) { state.latest[request.cacheKey] = run }
             }
             restored += rows.count
         }
@@ -85,20 +95,27 @@ extension ExportManager {
         } catch {
             self.logger.notice("expired exports not journaled; they expire again by age on the next start")
         }
-        for run in requeue.sorted(by: { $0.id.uuidString < $1.id.uuidString }) {
-            let admission = self.state.withLock { $0.scheduler.readmit(run.id) }
-            if admission == .start { self.dispatch(run) }
+        // A finished export whose file is gone runs again, like a queued one.
+        for run in requeue {
+            do {
+                try self.journal.requeueLost(run.id, key: run.request.cacheKey, query: run.request.canonicalQuery)
+                active.append(run.id)
+            } catch {
+                self.logger.notice("a finished export whose file is gone could not be queued again", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
+            }
         }
+        self.refreshSoon(active)
+        self.wakeClaims()
         let names = self.store.objectNames()
         let held = self.state.withLock { state in Set(names.filter { state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) }) }
         for name in names where !held.contains(name) {
-            self.store.removeObject(atPath: self.store.objectsDirectory + "/" + name)
+            self.removeUnreferenced(self.store.objectsDirectory + "/" + name)
         }
         return (restored, requeue.count)
     }
 
     /// The published file with this hash and size, if it is still in the cache.
-    private func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
+    func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
         guard let sha256, let size, sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
         let path = self.store.objectPath(sha256: sha256, suffix: suffix)
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), (attributes[.size] as? Int) == size else { return nil }

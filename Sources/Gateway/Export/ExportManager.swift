@@ -5,22 +5,29 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// Owns every export and every run: admits runs through the scheduler, runs
-/// them on a pool of `maxConcurrentExports` threads of its own (blocking
-/// libpq never touches an event loop or the cooperative pool), coalesces
-/// exports with the same canonical request into one run, cancels and deletes
-/// them, and keeps the cache's ledger (`ExportManager+Cache.swift`), the
-/// janitor (`+Janitor`) and the restore after a restart (`+Restore`).
+/// The front of the exports: admits them (through the shared queue in
+/// PostgreSQL, `ExportJournal+Runs.swift`, which coalesces identical
+/// requests across every gateway on the database), looks them up (in memory,
+/// else in the database: any gateway answers for any export), cancels and
+/// deletes them. Its parts, each in a file of its own: the runs this gateway
+/// claims, runs and renews, and the runs of other gateways it follows
+/// (`+Cluster`, with `ClusterListener` for the database's notifications);
+/// the cache's ledger (`+Cache`); the janitor (`+Janitor`); the restore
+/// after a restart (`+Restore`); the gzip forms (here, below).
+///
+/// Runs go on a pool of `maxConcurrentExports` threads of its own (blocking
+/// libpq never touches an event loop or the cooperative pool), started in
+/// `run()`.
 ///
 /// Acknowledgements are durable: an export exists for a client (202), is
 /// cancelled (200) or deleted (204) only once the journal holds it; when the
 /// journal cannot be written the request fails (`journalUnavailable`, a 503)
 /// and nothing changes.
 ///
-/// A `Service`: it runs the janitor and the gzip producers, and when a
-/// shutdown begins it interrupts what is queued or running (their partial
-/// files go; the journal still says queued or running, so the next start
-/// runs them again).
+/// A `Service`: it runs the claims, the leases, the followers, the janitor
+/// and the gzip producers, and when a shutdown begins it interrupts what is
+/// queued or running here (their partial files go; the runs go back to the
+/// shared queue, so another gateway, or the next start, runs them again).
 final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
         /// MAX_QUEUED_EXPORTS: too many exports wait or run (a 429).
@@ -56,14 +63,17 @@ final class ExportManager: Service, Sendable {
     }
 
     struct State {
-        var scheduler: ExportScheduler
         var jobs: [UUID: ExportJob] = [:]
         var runs: [UUID: ExportRun] = [:]
-        /// The exports of each run that have not been cancelled or deleted.
+        /// The exports of each run that have not been cancelled or deleted
+        /// (those this gateway knows of: others may have more).
         var members: [UUID: Set<UUID>] = [:]
-        /// The run to join for a canonical request: running, queued, or
-        /// completed less than `cacheTTL` ago.
-        var latest: [String: ExportRun] = [:]
+        /// The runs this gateway runs now, with their attempt (`gateway.runs`).
+        var claims: [UUID: Claimed] = [:]
+        /// Worker threads promised to an admission or a claim under way.
+        var reservedSlots = 0
+        /// Runs another gateway runs whose partial file this one follows.
+        var following: [UUID: Following] = [:]
         /// Every byte of the cache, and which files runs hold.
         var ledger = CacheLedger()
         /// The published files each run holds in the ledger (its CSV, its gzip form).
@@ -79,6 +89,20 @@ final class ExportManager: Service, Sendable {
         var shuttingDown = false
         /// The journal has been read and its exports restored (`loadJournal`).
         var journalLoaded = false
+        /// `run()` has started the worker threads: runs may be claimed.
+        var started = false
+    }
+
+    /// A run this gateway has claimed.
+    struct Claimed {
+        let attempt: Int
+        let run: ExportRun
+    }
+
+    /// The partial file of another gateway's run, as this one follows it.
+    struct Following {
+        let attempt: Int
+        let path: String
     }
 
     let store: ContentStore
@@ -91,14 +115,25 @@ final class ExportManager: Service, Sendable {
     let exportTTL: TimeInterval
     /// 0: no bound.
     let cacheMaxBytes: Int
+    /// INSTANCE_ID and LEASE_SECONDS.
+    let cluster: Configuration.Cluster
+    /// What this gateway's claims record (`ExportJournal.Claim`).
+    var claimTemplate: ExportJournal.Claim {
+        ExportJournal.Claim(instance: self.cluster.instanceID, leaseSeconds: self.cluster.leaseSeconds, partialFolder: self.store.partialFolder)
+    }
+    /// The database's notifications (`ClusterListener`).
+    let listener: ClusterListener
+    /// Work for the cluster loops (`+Cluster`): runs and exports to look up
+    /// again, and whether the queue may have work to claim.
+    let pending = Mutex(Pending())
     /// Runs whose gzip form a reader asked for; `run` starts one producer each.
     private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
     private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
     private let compressors: AsyncBudget
-    private let workers: NIOThreadPool
+    let workers: NIOThreadPool
     /// Threads for the later pieces of parallel exports (`ExportRunner`):
     /// `maxConcurrent × (parallelism − 1)`, so a piece never waits for one.
-    private let pieceWorkers: NIOThreadPool?
+    let pieceWorkers: NIOThreadPool?
     /// Export connections kept between exports (`PostgresConnectionPool`).
     let exportConnections: PostgresConnectionPool
     let state: Mutex<State>
@@ -112,32 +147,30 @@ final class ExportManager: Service, Sendable {
         self.logger = logger
         let exports = configuration.exports
         self.limits = exports
-        var exportSettings = configuration.database.settings
-        // Told apart from the journal's in pg_stat_activity.
-        exportSettings.applicationName = "csv-export-gateway/export"
-        self.exportConnections = PostgresConnectionPool(settings: exportSettings, maxIdle: exports.maxConcurrent * exports.parallelism)
-        self.runner = ExportRunner(connections: self.exportConnections, store: store, journal: journal, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
+        self.cluster = configuration.cluster
+        self.exportConnections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
+        self.listener = ClusterListener(settings: configuration.database.journalSettings.with(statementTimeoutMilliseconds: nil), logger: logger)
+        self.runner = ExportRunner(connections: self.exportConnections, store: store, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
         self.gzipProducer = GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cacheMaxBytes = cacheMaxBytes
         (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
         self.compressors = AsyncBudget(limit: exports.gzipWorkers)
+        // Started in `run()`: until then nothing is claimed.
         self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
-        self.workers.start()
-        if exports.parallelism > 1 {
-            let pieceWorkers = NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1))
-            pieceWorkers.start()
-            self.pieceWorkers = pieceWorkers
-        } else {
-            self.pieceWorkers = nil
-        }
-        self.state = Mutex(State(scheduler: ExportScheduler(maxRunning: exports.maxConcurrent, maxQueued: exports.maxQueued)))
+        self.pieceWorkers = exports.parallelism > 1 ? NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1)) : nil
+        self.state = Mutex(State())
     }
 
-    /// Runs the janitor and the gzip producers until shutdown; then
+    /// Starts the worker threads, then runs the claims, the leases, the
+    /// followers, the janitor and the gzip producers until shutdown; then
     /// interrupts what is queued or running and stops the worker threads.
     func run() async throws {
+        self.workers.start()
+        self.pieceWorkers?.start()
+        self.state.withLock { $0.started = true }
+        self.listener.start { self.noticed($0) } reconnected: { self.resync() }
         await withDiscardingTaskGroup { group in
             group.addTask {
                 // Returns on graceful shutdown, throws when cancelled: both end it.
@@ -163,6 +196,9 @@ final class ExportManager: Service, Sendable {
                     await self.sweep()
                 }
             }
+            group.addTask { await self.claimLoop() }
+            group.addTask { await self.leaseLoop() }
+            group.addTask { await self.followLoop() }
             for await (run, target) in self.gzipRequests {
                 group.addTask { await self.produceGzip(of: run, into: target) }
             }
@@ -175,16 +211,21 @@ final class ExportManager: Service, Sendable {
         // was interrupted, and a COPY looks for that every second).
         self.workers.shutdownGracefully { _ in }
         self.pieceWorkers?.shutdownGracefully { _ in }
+        self.listener.stop()
         self.exportConnections.closeAll()
     }
+
+    /// This gateway's INSTANCE_ID.
+    var instanceID: String { self.cluster.instanceID }
 
     /// True once shutdown has begun.
     var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
 
     /// Stops taking exports and interrupts what is queued or running: their
     /// queries are cancelled, their live readers see an aborted transfer, and
-    /// the journal still has them queued or running, so the next start runs
-    /// them again. Downloads of finished files go on. Safe to call more than once.
+    /// the runs this gateway ran go back to the shared queue, so another
+    /// gateway (or the next start) runs them again. Downloads of finished
+    /// files go on. Safe to call more than once.
     func beginShutdown() {
         let active = self.state.withLock { state -> [ExportRun] in
             guard !state.shuttingDown else { return [] }
@@ -192,8 +233,7 @@ final class ExportManager: Service, Sendable {
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
         for run in active {
-            let (action, cancellers) = run.interrupt()
-            if action == .removeFromQueue { self.state.withLock { _ = $0.scheduler.removeQueued(run.id) } }
+            let (_, cancellers) = run.interrupt()
             self.cancelQueries(cancellers)
         }
         if !active.isEmpty { self.logger.notice("shutdown: interrupted queued and running exports", metadata: ["gateway.exports.interrupted": "\(active.count)"]) }
@@ -202,60 +242,84 @@ final class ExportManager: Service, Sendable {
     // MARK: Admission
 
     /// Admits a new export. It joins the run of an identical request that is
-    /// queued, running or fresh (unless `fresh` asks for a new run);
-    /// otherwise a new run starts now, or waits its turn, or is refused when
-    /// the limits are reached. Returns once the journal holds the export.
+    /// queued, running or fresh on any gateway (unless `fresh` asks for a new
+    /// run); otherwise a new run starts here now (a worker is free), or
+    /// waits in the shared queue for any gateway, or is refused when the
+    /// limits are reached. Returns once the journal holds the export.
     func submit(_ request: ExportRequest, owner: String?, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
-        let key = request.cacheKey
-        // Join first: making room could evict the very file this request would reuse.
-        var admitted = self.state.withLock { state -> Result<Admitted, SubmitError>? in
-            if let refusal = self.refusal(state) { return .failure(refusal) }
-            return fresh ? nil : self.join(key, owner: owner, state: &state).map { $0.map { Admitted(job: $0, admission: nil) } }
-        }
-        if admitted == nil {
-            // A new run needs room for at least its first write.
-            let hasRoom = self.hasRoom(for: CopyPiece.stagingSize)
-            admitted = self.state.withLock { state -> Result<Admitted, SubmitError> in
-                if let refusal = self.refusal(state) { return .failure(refusal) }
-                // An identical request may have started a run meanwhile.
-                if !fresh, let joined = self.join(key, owner: owner, state: &state) { return joined.map { Admitted(job: $0, admission: nil) } }
-                guard hasRoom else { return .failure(.cacheFull) }
-                guard self.activeJobs(state) < self.activeJobLimit else { return .failure(.queueFull) }
-                let run = ExportRun(request: request)
-                let admission = state.scheduler.submit(run.id)
-                guard admission != .rejected else { return .failure(.queueFull) }
-                let job = ExportJob(run: run, owner: owner)
-                state.runs[run.id] = run
-                state.latest[key] = run
-                state.lastUsed[run.id] = Date()
-                state.jobs[job.id] = job
-                state.members[run.id] = [job.id]
-                return .success(Admitted(job: job, admission: admission))
-            }
-        }
-        guard let admitted else { throw .queueFull }
-        let (job, admission): (ExportJob, ExportScheduler.Admission?)
-        switch admitted {
-        case .success(let a): (job, admission) = (a.job, a.admission)
-        case .failure(let error): throw error
-        }
-        // Journaled before the client hears of it, so the id survives a crash.
+        if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
+        let claiming = self.reserveSlot()
+        let admission = ExportJournal.Admission(
+            exportID: UUID(), runID: UUID(), key: request.cacheKey, query: request.canonicalQuery, owner: owner, createdAt: Date(), fresh: fresh,
+            cacheTTLSeconds: Int(self.cacheTTL), activeLimit: self.activeJobLimit, claim: claiming ? self.claimTemplate : nil)
+        let admitted: ExportJournal.Admitted
         do {
-            try await self.onDatabasePool { try $0.journal.insert(job) }
+            admitted = try await self.onDatabasePool { manager in
+                try manager.journal.admit(admission) { sha, size in manager.onDisk(sha, size, suffix: ".csv") != nil }
+            }
         } catch {
-            self.abandon(job)
-            // A run admitted to start is dispatched whatever happened: the
-            // worker sees it cancelled and frees its slot.
-            if admission == .start { self.dispatch(job.run) }
+            if claiming { self.releaseSlot() }
+            self.logger.warning("export not admitted: the journal is unavailable")
             throw .journalUnavailable
         }
-        if admission == .start { self.dispatch(job.run) }
-        return job
+        switch admitted {
+        case .queueFull:
+            if claiming { self.releaseSlot() }
+            throw .queueFull
+        case .joined(let row):
+            if claiming { self.releaseSlot() }
+            return self.adopt(exportID: admission.exportID, owner: owner, createdAt: admission.createdAt, cancelledAt: nil, row: row, request: request)
+        case .created(let row):
+            let mine = row.state == .running && row.instance == self.instanceID
+            if claiming, !mine { self.releaseSlot() }
+            let job = self.adopt(exportID: admission.exportID, owner: owner, createdAt: admission.createdAt, cancelledAt: nil, row: row, request: request, reconciling: !mine)
+            // A new run needs room for at least its first write.
+            guard self.hasRoom(for: CopyPiece.stagingSize) else {
+                if mine { self.releaseSlot() }
+                await self.takeBack(job)
+                throw .cacheFull
+            }
+            if mine { self.startClaimed(row) }
+            return job
+        }
     }
 
-    private struct Admitted {
-        let job: ExportJob
-        let admission: ExportScheduler.Admission?
+    /// The local side of an admitted export: its job, on the run object
+    /// this gateway keeps for the run (made if new), brought to the run's
+    /// state as the database has it.
+    func adopt(exportID: UUID, owner: String?, createdAt: Date, cancelledAt: Date?, row: ExportJournal.RunRow, request: ExportRequest, reconciling: Bool = true) -> ExportJob {
+        let job = self.state.withLock { state -> ExportJob in
+            let run: ExportRun
+            if let existing = state.runs[row.id] {
+                run = existing
+            } else {
+                run = ExportRun(id: row.id, request: request)
+                state.runs[row.id] = run
+            }
+            state.lastUsed[run.id] = Date()
+            if let job = state.jobs[exportID] { return job }
+            let job = ExportJob(id: exportID, run: run, owner: owner, createdAt: createdAt, cancelledAt: cancelledAt)
+            state.jobs[job.id] = job
+            if cancelledAt == nil { state.members[run.id, default: []].insert(job.id) }
+            return job
+        }
+        guard reconciling else { return job }
+        self.reconcile(row)
+        // Reconciling may have put a new run object (a new attempt) in its place.
+        return self.state.withLock { $0.jobs[exportID] } ?? job
+    }
+
+    /// Takes back an export that was admitted but cannot run (no room):
+    /// its row goes, and its run if no one else joined it.
+    private func takeBack(_ job: ExportJob) async {
+        let id = job.id
+        let cancelled = try? await self.onDatabasePool { manager in
+            let result = try manager.journal.cancelExport(id)
+            try manager.journal.deleteExport(id)
+            return result.runCancelled
+        }
+        self.applyCancel(job, runCancelled: cancelled ?? false)
+        self.state.withLock { _ = $0.leave(job) }
     }
 
     /// Why no export may be admitted now, if so.
@@ -266,27 +330,8 @@ final class ExportManager: Service, Sendable {
         return nil
     }
 
-    /// Export ids that may wait or run at once, coalesced or not.
+    /// Export ids that may wait or run at once in the cluster, coalesced or not.
     private var activeJobLimit: Int { self.limits.maxConcurrent + self.limits.maxQueued }
-
-    /// Export ids whose run is queued or running.
-    private func activeJobs(_ state: State) -> Int {
-        // A run is in one of the two, never both.
-        let count: (Int, UUID) -> Int = { $0 + (state.members[$1]?.count ?? 0) }
-        return state.scheduler.running.reduce(0, count) + state.scheduler.queue.reduce(0, count)
-    }
-
-    /// A new export of the run that answers `key`, if one may be joined;
-    /// a join to a queued or running run counts against the queue's bound.
-    private func join(_ key: String, owner: String?, state: inout State) -> Result<ExportJob, SubmitError>? {
-        guard let run = state.latest[key], self.isJoinable(run, state: state) else { return nil }
-        if run.status != .completed, self.activeJobs(state) >= self.activeJobLimit { return .failure(.queueFull) }
-        state.lastUsed[run.id] = Date()
-        let job = ExportJob(run: run, owner: owner)
-        state.jobs[job.id] = job
-        state.members[run.id, default: []].insert(job.id)
-        return .success(job)
-    }
 
     /// A run another export may join: not ended badly nor interrupted, and if
     /// completed, completed within `cacheTTL` and still holding its file.
@@ -302,18 +347,6 @@ final class ExportManager: Service, Sendable {
         }
     }
 
-    /// Takes back an export the journal could not record: it never existed
-    /// for the client, and a run no one else needs is cancelled before it runs.
-    private func abandon(_ job: ExportJob) {
-        let run = job.run
-        let alone = self.state.withLock { state -> Bool in
-            state.jobs[job.id] = nil
-            return state.removeMember(job)
-        }
-        if alone { self.cancel(run) }
-        self.logger.warning("export not admitted: the journal is unavailable", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())"])
-    }
-
     // MARK: Lookup, cancel, delete
 
     func job(_ id: UUID) -> ExportJob? {
@@ -325,9 +358,19 @@ final class ExportManager: Service, Sendable {
     /// removed on the spot and answered as such; a found one counts as a use
     /// of its run for eviction.
     func lookup(_ id: UUID, for caller: Caller) async -> Lookup {
-        let (job, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
+        let (known, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
         guard loaded else { return .unknownYet }
         if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired : .notFound }
+        var job = known
+        if job == nil {
+            // Perhaps made on another gateway: the database knows.
+            switch await self.fetch(id) {
+            case .found(let fetched): job = fetched
+            case .expired(let owner): return caller.sees(exportID: id, owner: owner) ? .expired : .notFound
+            case .notFound: return .notFound
+            case .unavailable: return .unknownYet
+            }
+        }
         guard let job, caller.sees(exportID: id, owner: job.owner) else { return .notFound }
         if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
             await self.expire([job])
@@ -352,26 +395,31 @@ final class ExportManager: Service, Sendable {
         // Queued or running: cancel. Ended, or cancelled already: delete, so
         // a cancelled export's id does not hold a MAX_EXPORTS slot until it expires.
         let cancelling = !job.isCancelled && (job.run.status == .queued || job.run.status == .running)
+        let runCancelled: Bool
         do {
-            try await self.onDatabasePool { manager in
-                if cancelling { try manager.journal.markCancelled(id) } else { try manager.journal.delete(id) }
+            runCancelled = try await self.onDatabasePool { manager in
+                if cancelling { return try manager.journal.cancelExport(id).runCancelled }
+                try manager.journal.deleteExport(id)
+                return false
             }
         } catch {
             throw JournalUnavailable()
         }
-        return cancelling ? self.applyCancel(job) : self.applyDelete(job)
+        return cancelling ? self.applyCancel(job, runCancelled: runCancelled) : self.applyDelete(job)
     }
 
-    /// Marks the export cancelled, aborts its readers, and cancels its run's
-    /// query when no other export needs it.
+    /// Marks the export cancelled and aborts its readers here; when the
+    /// database cancelled its run too (no export on any gateway needs it
+    /// any more), the run stops: its query here, or its readers here while
+    /// another gateway's query is cancelled by that gateway, told by the
+    /// database.
     @discardableResult
-    func applyCancel(_ job: ExportJob) -> DeleteOutcome {
+    func applyCancel(_ job: ExportJob, runCancelled: Bool) -> DeleteOutcome {
         guard job.markCancelled() else { return .cancelled(job) }
         let run = job.run
-        let lastOne = self.state.withLock { $0.removeMember(job) }
+        self.state.withLock { $0.removeMember(job) }
         self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
-        // The query is cancelled only when no export needs it any more.
-        if lastOne { self.cancel(run) }
+        if runCancelled { self.cancel(run) }
         return .cancelled(job)
     }
 
@@ -381,7 +429,7 @@ final class ExportManager: Service, Sendable {
         let run = job.run
         let removals = self.state.withLock { state -> [String]? in
             guard state.jobs[job.id] != nil else { return nil }
-            let fresh = state.latest[run.request.cacheKey] === run && self.isJoinable(run, state: state)
+            let fresh = state.runs[run.id] === run && self.isJoinable(run, state: state)
             return state.leave(job, keepingRun: fresh)
         }
         guard let removals else { return .notFound }
@@ -389,20 +437,17 @@ final class ExportManager: Service, Sendable {
         return .deleted
     }
 
-    /// Cancels a run no export needs any more.
+    /// Cancels a run no export needs any more: its query if it runs here,
+    /// its live readers here in any case.
     func cancel(_ run: ExportRun) {
         let (action, cancellers) = run.cancel()
         if case .alreadyEnded = action { return }
-        self.state.withLock { state in
-            if action == .removeFromQueue { _ = state.scheduler.removeQueued(run.id) }
-            state.unlist(run)
-        }
         self.cancelQueries(cancellers)
     }
 
     /// `PQcancel` opens a connection to the server and waits for it: never on
     /// the caller's executor, and on a pool of its own (it has no timeout).
-    private func cancelQueries(_ cancellers: [PostgresCanceller]) {
+    func cancelQueries(_ cancellers: [PostgresCanceller]) {
         for canceller in cancellers {
             self.pools.cancels.submit { state in
                 // A stopped pool runs this at once on the caller's thread: the
@@ -471,51 +516,54 @@ final class ExportManager: Service, Sendable {
         let producer = UUID()
         let storage = GzipProducer.Storage(
             reserve: { self.reserve($0, for: producer, writing: run) },
-            install: { sealed in try await self.onFilesPool { try $0.install(sealed, holder: run, producer: producer) } },
+            install: { sealed in
+                try await self.onFilesPool { manager in
+                    try manager.install(sealed, holder: run, producer: producer) { rename in try manager.journal.publishGzip(sealed, runID: run.id, rename: rename) }
+                }
+            },
             discarded: { self.endPartial(producer) }
         )
-        guard let published = await self.gzipProducer.run(source: run.csv.primary, target: target, storage: storage) else { return }
+        guard await self.gzipProducer.run(source: run.csv.primary, target: target, storage: storage) != nil else { return }
         Telemetry.gzipFormsMade.increment()
-        do {
-            try await self.onDatabasePool { try $0.journal.recordGzip(published, of: run) }
-        } catch {
-            // Not an acknowledgement: after a restart the form is made again.
-            self.logger.notice("gzip form not journaled", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
-        }
     }
 
     // MARK: Workers
 
-    /// Runs `run` on an export worker; when it ends, starts the next queued
-    /// run. A stopped pool runs the closure at once with `.cancelled`: then
-    /// the queue is drained in a loop (each run interrupted), not by recursion.
-    func dispatch(_ run: ExportRun) {
+    /// Runs a claimed run on an export worker; when it ends, the claim loop
+    /// looks for more. A stopped pool runs the closure at once with
+    /// `.cancelled`: the run is then interrupted and goes back to the queue.
+    func dispatch(_ run: ExportRun, attempt: Int, partialName: String?) {
         self.workers.submit { workItemState in
             let active = workItemState == .active
-            var next = self.runOnWorker(run, active: active)
-            if active {
-                if let next {
-                    self.dispatch(next)
-                } else if !self.isShuttingDown {
-                    // Nothing waits: this idle thread replaces the connections a
-                    // cancel or a failure closed, so the next export finds them.
-                    self.exportConnections.warm(self.limits.parallelism)
-                }
-                return
-            }
-            while let queued = next { next = self.runOnWorker(queued, active: false) }
+            self.runOnWorker(run, attempt: attempt, partialName: partialName, active: active)
+            guard active, !self.isShuttingDown else { return }
+            self.wakeClaims()
+            // This idle thread replaces the connections a cancel or a
+            // failure closed, so the next export finds them.
+            self.exportConnections.warm(self.limits.parallelism)
         }
     }
 
-    /// Runs one export on the calling worker thread and settles its end;
-    /// returns the queued run to start next, if any.
-    private func runOnWorker(_ run: ExportRun, active: Bool) -> ExportRun? {
+    /// Runs one claimed export on the calling worker thread and settles its
+    /// end with the shared queue (fenced by the claim: a run this gateway
+    /// lost to another changes nothing there).
+    private func runOnWorker(_ run: ExportRun, attempt: Int, partialName: String?, active: Bool) {
         let outcome: ExportRunner.Outcome
         if active {
             let pieceWorkers = self.pieceWorkers
             outcome = self.runner.run(run, storage: ExportRunner.Storage(
+                partialName: partialName,
                 reserve: { self.reserve($0, for: run.id, writing: run) },
-                install: { sealed in try self.pools.files.runAndWait { try self.install(sealed, holder: run, producer: run.id) } },
+                install: { sealed, rows in
+                    try self.pools.files.runAndWait {
+                        try self.install(sealed, holder: run, producer: run.id) { rename in
+                            let published = try self.journal.publish(sealed, runID: run.id, attempt: attempt, instance: self.instanceID, rows: rows, rename: rename)
+                            // Claimed by another gateway meanwhile: this one's file is not the export's.
+                            if published == nil { _ = run.interrupt() }
+                            return published
+                        }
+                    }
+                },
                 discarded: { self.endPartial(run.id) },
                 reserveSpool: { piece, bytes in self.reserve(bytes, for: piece, writing: run) },
                 endSpool: { piece in self.endPartial(piece) },
@@ -525,29 +573,40 @@ final class ExportManager: Service, Sendable {
                     guard let pieceWorkers else { return body(false) }
                     pieceWorkers.submit { body($0 == .active) }
                 },
-                runningExports: { self.state.withLock { $0.scheduler.running.count } }
+                runningExports: { self.state.withLock { $0.claims.count } }
             ))
         } else {
-            // The pool is stopping: the run stays queued in the journal.
             _ = run.interrupt()
             outcome = .interrupted
         }
-        let (removals, next) = self.state.withLock { state -> ([String], ExportRun?) in
-            var removals: [String] = []
-            switch outcome {
-            case .completed:
-                break
-            case .publishedAfterCancel:
-                // Cancelled while publishing: the file goes unless another run holds it.
-                if state.members[run.id]?.isEmpty ?? true { removals = state.forget(run) }
-            case .failed, .cancelled, .interrupted:
-                state.unlist(run)
+        let shuttingDown = self.isShuttingDown
+        switch outcome {
+        case .failed:
+            let message = run.snapshot().lifecycle.errorMessage ?? "the export failed"
+            do {
+                try self.journal.fail(run.id, attempt: attempt, instance: self.instanceID, message: message)
+            } catch {
+                self.logger.warning("the run's failure was not journaled; its lease runs out and another attempt follows", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
             }
-            let next = state.scheduler.finished(run.id).flatMap { state.runs[$0] }
-            return (removals, state.shuttingDown ? nil : next)
+        case .interrupted where shuttingDown || !active:
+            // Back to the queue for another gateway; if this fails, the lease runs out instead.
+            try? self.journal.release(run.id, attempt: attempt, instance: self.instanceID)
+        case .completed, .publishedAfterCancel, .cancelled, .interrupted:
+            break
+        }
+        let removals = self.state.withLock { state -> [String] in
+            if state.claims[run.id]?.run === run { state.claims[run.id] = nil }
+            if case .publishedAfterCancel = outcome, state.members[run.id]?.isEmpty ?? true { return state.forget(run) }
+            return []
         }
         self.remove(removals)
-        return next
+        switch outcome {
+        case .completed, .publishedAfterCancel:
+            break
+        case .failed, .cancelled, .interrupted:
+            // What the database says of it now (another attempt, elsewhere?).
+            if !shuttingDown { self.refreshSoon([run.id]) }
+        }
     }
 
     // MARK: Hops
@@ -570,20 +629,20 @@ struct ExpiredExport: Sendable {
 }
 
 extension ExportManager.State {
-    /// Takes an export off its run's members. True when it was the last: the
-    /// run is then unlisted in the same step, so that no request can join a
-    /// run whose query is about to be cancelled.
-    mutating func removeMember(_ job: ExportJob) -> Bool {
-        let run = job.run
-        self.members[run.id]?.remove(job.id)
-        guard self.members[run.id]?.isEmpty ?? true else { return false }
-        self.unlist(run)
-        return true
+    /// Takes an export off its run's members.
+    mutating func removeMember(_ job: ExportJob) {
+        self.members[job.run.id]?.remove(job.id)
     }
 
-    /// The run is no longer the one to join for its request.
-    mutating func unlist(_ run: ExportRun) {
-        if self.latest[run.request.cacheKey] === run { self.latest[run.request.cacheKey] = nil }
+    /// Puts a new object for a run in place of the old one (a new attempt):
+    /// the run's exports here follow the new one from now on.
+    mutating func replace(_ old: ExportRun, with new: ExportRun) {
+        guard self.runs[old.id] === old else { return }
+        self.runs[new.id] = new
+        for id in self.members[old.id] ?? [] {
+            guard let job = self.jobs[id], job.run === old else { continue }
+            self.jobs[id] = ExportJob(id: job.id, run: new, owner: job.owner, createdAt: job.createdAt, cancelledAt: job.cancelledAt)
+        }
     }
 
     /// Takes an ended or expiring export off its run; when it was the run's
@@ -604,7 +663,7 @@ extension ExportManager.State {
         self.runs[run.id] = nil
         self.members[run.id] = nil
         self.lastUsed[run.id] = nil
-        self.unlist(run)
+        self.following[run.id] = nil
         return (self.held.removeValue(forKey: run.id) ?? []).filter { self.ledger.release($0) }
     }
 }

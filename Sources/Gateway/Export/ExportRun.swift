@@ -22,9 +22,6 @@ final class ExportRun: Sendable {
         var cancellers: [PostgresCanceller] = []
         /// COPYs that read the run (1 unless it was read in parallel).
         var pieces = 0
-        /// Bumped by every change of the lifecycle: the journal compares it
-        /// to learn whether a row it wrote is already stale.
-        var version = 0
     }
 
     /// What a status shows of the run.
@@ -35,7 +32,6 @@ final class ExportRun: Sendable {
         let totalRows: Int?
         let totalRowsExact: Bool
         let gzip: PublishedFile?
-        let version: Int
     }
 
     private let state = Mutex(State())
@@ -108,9 +104,7 @@ final class ExportRun: Sendable {
     /// Queued → running; false if it was cancelled or interrupted while it waited.
     func markRunning() -> Bool {
         self.state.withLock { state in
-            guard state.lifecycle.start(at: Date()) else { return false }
-            state.version += 1
-            return true
+            state.lifecycle.start(at: Date())
         }
     }
 
@@ -164,13 +158,22 @@ final class ExportRun: Sendable {
         self.csv.append(length: bytes)
     }
 
+    /// The progress of a run another gateway runs, as it last recorded it
+    /// (`gateway.runs`); the file's own length comes from the file.
+    func recordRemoteProgress(rows: Int, bytes: Int, totalRows: Int?) {
+        self.state.withLock { state in
+            state.rowsWritten = max(state.rowsWritten, rows)
+            state.bytesWritten = max(state.bytesWritten, bytes)
+            if let totalRows { state.totalRows = totalRows }
+        }
+    }
+
     /// Running → completed, then the readers learn the file's final size.
     /// False if it was cancelled first: the caller removes the file.
     func complete(_ published: PublishedFile, rows: Int) -> Bool {
         let now = Date()
         let (applied, started) = self.state.withLock { state -> (Bool, Date?) in
             guard state.lifecycle.complete(published, at: now) else { return (false, nil) }
-            state.version += 1
             state.rowsWritten = rows
             state.bytesWritten = published.size
             state.totalRows = rows
@@ -196,7 +199,6 @@ final class ExportRun: Sendable {
         }
         let applied = self.state.withLock { state in
             let applied = state.lifecycle.fail(message, at: Date())
-            if applied { state.version += 1 }
             state.cancellers = []
             return applied
         }
@@ -210,7 +212,6 @@ final class ExportRun: Sendable {
     func cancel() -> (ExportLifecycle.StopAction, [PostgresCanceller]) {
         let (action, cancellers) = self.state.withLock { state in
             let action = state.lifecycle.cancel(at: Date())
-            if case .alreadyEnded = action {} else { state.version += 1 }
             return (action, action == .stopWorker ? state.cancellers : [])
         }
         if case .alreadyEnded = action { return (action, []) }
@@ -222,21 +223,21 @@ final class ExportRun: Sendable {
     /// Stops it for a shutdown (see `ExportLifecycle.interrupt`): its live
     /// readers, of the CSV and of a gzip form being made, see an aborted
     /// transfer. Returns what `cancel` returns.
-    func interrupt() -> (ExportLifecycle.StopAction, [PostgresCanceller]) {
+    func interrupt(reason: String = "the server is shutting down") -> (ExportLifecycle.StopAction, [PostgresCanceller]) {
         let (action, cancellers) = self.state.withLock { state in
             let action = state.lifecycle.interrupt()
             return (action, action == .stopWorker ? state.cancellers : [])
         }
         if case .alreadyEnded = action { return (action, []) }
-        self.csv.fail(.failed("the server is shutting down"))
-        self.gzip.withLock { $0 }?.fail(.failed("the server is shutting down"))
+        self.csv.fail(.failed(reason))
+        self.gzip.withLock { $0 }?.fail(.failed(reason))
         return (action, cancellers)
     }
 
     func snapshot() -> Snapshot {
         let gzip = self.publishedGzip
         return self.state.withLock { state in
-            Snapshot(lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip, version: state.version)
+            Snapshot(lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip)
         }
     }
 }

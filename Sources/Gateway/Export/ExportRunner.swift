@@ -29,7 +29,6 @@ struct ExportRunner: Sendable {
     /// Where export connections come from, and go back to after a clean end.
     let connections: PostgresConnectionPool
     let store: ContentStore
-    let journal: ExportJournal
     let logger: Logger
     /// FAST_START: the first 1/1024 of the ids is read first (`ExportPlan.head`).
     var fastStart = true
@@ -46,20 +45,26 @@ struct ExportRunner: Sendable {
         case publishedAfterCancel(PublishedFile)
         case failed
         case cancelled
-        /// Stopped by a shutdown: nothing journaled, it runs again on the next start.
+        /// Stopped by a shutdown or by the loss of its claim: it runs again (here or elsewhere).
         case interrupted
     }
 
     /// Where the runner's files go: room under CACHE_MAX_BYTES, the publish
     /// itself, word that a partial file was discarded, and threads for the
     /// later pieces. The manager provides them (`ExportManager+Cache.swift`).
+    /// The manager journals the run's end (`ExportManager.runOnWorker`); the
+    /// completion is journaled by `install`, with the rename.
     struct Storage {
+        /// The partial file's name in this gateway's partial folder, as the
+        /// claim recorded it (other gateways' readers follow it); nil: any.
+        var partialName: String?
         /// Room for n more bytes of the export's file; when it says no, the
         /// export fails cleanly as if the disk were full.
         var reserve: (Int) -> Bool = { _ in true }
         /// Names a sealed file in `objects/`, in order with every other
         /// change there.
-        var install: (SealedFile) throws -> PublishedFile
+        /// With the export's record count, for the journal.
+        var install: (SealedFile, Int) throws -> PublishedFile
         /// The partial file was removed without being published.
         var discarded: () -> Void = {}
         /// Room for n more bytes of the spool file of the piece with this id.
@@ -87,7 +92,6 @@ struct ExportRunner: Sendable {
         guard run.markRunning() else { return run.isInterrupted ? .interrupted : .cancelled }
         var logger = self.logger
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
-        self.journal(run, logger: logger)
         var writer: CacheWriter?
         var leader: PostgresConnection?
         let group = PieceGroup()
@@ -111,7 +115,7 @@ struct ExportRunner: Sendable {
             let minID = row.count > 1 ? row[1].flatMap { Int64($0) } : nil
             let maxID = row.count > 2 ? row[2].flatMap { Int64($0) } : nil
 
-            let fileWriter = try self.store.createWriter(suffix: ".csv")
+            let fileWriter = try self.store.createWriter(suffix: ".csv", name: storage.partialName)
             writer = fileWriter
             run.csv.begin(path: fileWriter.partialPath)
             // Records are counted from the messages; with a header the first
@@ -202,7 +206,7 @@ struct ExportRunner: Sendable {
             writer = nil
             let published: PublishedFile
             do {
-                published = try storage.install(sealed)
+                published = try storage.install(sealed, total)
             } catch {
                 // Not installed (the pool stopped, or the run went): the sealed file goes.
                 self.store.discard(sealed)
@@ -210,7 +214,6 @@ struct ExportRunner: Sendable {
                 throw error
             }
             guard run.complete(published, rows: total) else { return .publishedAfterCancel(published) }
-            self.journal(run, logger: logger)
             logger.info("export completed", metadata: [
                 LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
                 "gateway.export.pieces": "\(ranges.count)", "gateway.export.ms": "\((ContinuousClock.now - started).logMilliseconds)",
@@ -232,7 +235,7 @@ struct ExportRunner: Sendable {
                 storage.discarded()
             }
             if run.isInterrupted {
-                logger.info("export interrupted by the shutdown; it runs again on the next start")
+                logger.info("export interrupted (a shutdown, or its claim was lost); it runs again")
                 return .interrupted
             }
             if run.status == .cancelled {
@@ -241,7 +244,6 @@ struct ExportRunner: Sendable {
             }
             logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
             run.fail(error)
-            self.journal(run, logger: logger)
             return .failed
         }
     }
@@ -357,17 +359,6 @@ struct ExportRunner: Sendable {
         }
         return "'\(name)'"
     }
-    /// Journals the run's new state. Not an acknowledgement: if the journal
-    /// is down, a restart runs the export again (same bytes), so a failure is
-    /// logged (by the journal) and the export goes on.
-    private func journal(_ run: ExportRun, logger: Logger) {
-        do {
-            try self.journal.update(run)
-        } catch {
-            logger.warning("the run's state was not journaled; a restart would run it again")
-        }
-    }
-
     private static let crlf: [UInt8] = [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
 
     private static func details(of error: any Error) -> String {

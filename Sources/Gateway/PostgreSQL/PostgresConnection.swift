@@ -175,6 +175,35 @@ final class PostgresConnection {
         return rows
     }
 
+    /// One `NOTIFY` received on a connection that ran `LISTEN`.
+    struct Notification: Sendable, Equatable {
+        let channel: String
+        let payload: String
+    }
+
+    /// Waits at most `timeout` for notifications (after `LISTEN`) and returns
+    /// those that came, possibly none. Throws when the connection is lost.
+    func notifications(waitingAtMost timeout: Duration) throws -> [Notification] {
+        let conn = try self.handle()
+        var received = Self.pendingNotifications(conn)
+        guard received.isEmpty else { return received }
+        try self.waitForInput(conn, atMost: timeout)
+        guard PQstatus(conn) == CONNECTION_OK else { throw PostgresError.connectionLost(Self.message(of: conn)) }
+        received = Self.pendingNotifications(conn)
+        return received
+    }
+
+    private static func pendingNotifications(_ conn: OpaquePointer) -> [Notification] {
+        var received: [Notification] = []
+        while let notify = PQnotifies(conn) {
+            let channel = notify.pointee.relname.map { String(cString: $0) } ?? ""
+            let payload = notify.pointee.extra.map { String(cString: $0) } ?? ""
+            received.append(Notification(channel: channel, payload: payload))
+            PQfreemem(notify)
+        }
+        return received
+    }
+
     /// A string literal for SQL, quoted and escaped by libpq for this connection's
     /// encoding and settings. For statements that cannot bind parameters, like COPY.
     func literal(_ value: String) throws -> String {

@@ -49,6 +49,12 @@ final class PostgresConnectionPool: Sendable {
         if !stored { connection.close() }
     }
 
+    /// The backends of the kept connections (every connection of a gateway
+    /// has the same `application_name`: this tells which are export ones).
+    var idleBackendPIDs: [Int32] {
+        self.idle.withLock { $0.map { $0.connection.backendPID } }
+    }
+
     /// Closes connections idle for longer than `maxIdleTime`.
     func closeStale() {
         let now = ContinuousClock.now

@@ -34,6 +34,8 @@ final class TestServer: Sendable {
         cacheMaxBytes: Int = 0,
         cacheDirectory: String? = nil,
         fastStart: Bool = true,
+        instanceID: String? = nil,
+        leaseSeconds: Int? = nil,
         logHandler: (any LogHandler)? = nil,
         exportsTuning: (inout Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
@@ -66,6 +68,11 @@ final class TestServer: Sendable {
         configuration.cache.maxBytes = cacheMaxBytes
         if let cacheDirectory { configuration.cache.directory = cacheDirectory }
         configuration.exports.fastStart = fastStart
+        // One id per cache folder: a server started again on the same folder
+        // is the same instance, and takes back its own runs at once.
+        let folder = configuration.cache.directory.split(separator: "/").last.map(String.init) ?? "cache"
+        configuration.setInstanceID(instanceID ?? "test-" + String(folder.utf8.filter(Configuration.Cluster.isIDByte).map { Character(UnicodeScalar($0)) }.prefix(48)))
+        if let leaseSeconds { configuration.setLeaseSeconds(leaseSeconds) }
         exportsTuning(&configuration)
         // Quiet by default: stopping a server with open connections logs errors
         // that are expected here. TEST_LOG_LEVEL=debug shows everything.
@@ -110,9 +117,11 @@ final class TestServer: Sendable {
         if !keepingCache { try? FileManager.default.removeItem(atPath: self.cacheDirectory) }
     }
 
-    /// Files in the cache's `partial/` or `objects/` folder.
+    /// Files in the cache's `objects/` folder, or in this server's own
+    /// partial folder (`partial/<instance>/`) for "partial".
     func files(in folder: String) -> [String] {
-        (try? FileManager.default.contentsOfDirectory(atPath: "\(self.cacheDirectory)/\(folder)")) ?? []
+        let path = folder == "partial" ? self.manager.store.partialDirectory : "\(self.cacheDirectory)/\(folder)"
+        return (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
     }
 
     /// Runs SQL on this server's database from a connection of the test's own.
