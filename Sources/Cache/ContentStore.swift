@@ -128,6 +128,40 @@ public struct ContentStore: Sendable {
         return unlink(path) == 0
     }
 
+    /// The partial folders of other gateways sharing this cache (their
+    /// names under `partial/`), and this instance's folder name.
+    public func otherPartialFolders() -> [String] {
+        let own = self.partialFolder.split(separator: "/").last.map(String.init) ?? ""
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: self.root + "/partial")) ?? []
+        return names.filter { name in
+            var info = stat()
+            return name != own && stat(self.root + "/partial/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+        }
+    }
+
+    /// The folder name `instance` writes its partial files in.
+    public static func partialFolderName(of instance: String) -> String {
+        ContentStore(root: "/", instance: instance).partialFolder.split(separator: "/").last.map(String.init) ?? ""
+    }
+
+    /// Removes the files of another gateway's partial folder that were last
+    /// written more than `age` seconds ago: debris of a gateway that stopped
+    /// without cleaning up. The folder stays: that gateway, idle or started
+    /// again, writes in it. Returns how many files went.
+    @discardableResult
+    public func removeStalePartials(in folder: String, olderThan age: TimeInterval) -> Int {
+        let path = self.root + "/partial/" + folder
+        guard !folder.contains("/"), folder != ".", folder != ".." else { return 0 }
+        var removed = 0
+        let now = Date().timeIntervalSince1970
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+            var info = stat()
+            guard stat(path + "/" + name, &info) == 0, now - TimeInterval(info.st_mtim.tv_sec) > age else { continue }
+            if unlink(path + "/" + name) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     /// The names in `objects/`.
     public func objectNames() -> [String] {
         (try? FileManager.default.contentsOfDirectory(atPath: self.objectsDirectory)) ?? []

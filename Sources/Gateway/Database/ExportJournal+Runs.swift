@@ -442,6 +442,14 @@ extension ExportJournal {
         return states
     }
 
+    /// The gateways that hold a lease now (they may be writing partial files).
+    func liveInstances() throws -> Set<String> {
+        let rows = try self.run("instances") { db in
+            try db.execute("SELECT DISTINCT instance FROM gateway.runs WHERE state = 'running' AND lease_until > now() AND instance IS NOT NULL")
+        }
+        return Set(rows.compactMap { $0.first ?? nil })
+    }
+
     /// Ended runs no export refers to any more, past CACHE_TTL, go.
     func forgetRuns(olderThan seconds: Int) throws {
         try self.run("forget runs") { db in

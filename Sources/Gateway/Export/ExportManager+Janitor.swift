@@ -3,7 +3,9 @@ import Foundation
 
 /// The janitor: exports past EXPORT_TTL expire (410, files go when no other
 /// export needs them), runs no export needs are dropped once CACHE_TTL has
-/// passed, and the cache is brought back under CACHE_MAX_BYTES.
+/// passed, the cache is brought back under CACHE_MAX_BYTES, and the partial
+/// files of gateways that stopped for good (no lease, nothing written for
+/// two leases) go.
 extension ExportManager {
     /// How often the janitor looks for expired exports and stale files.
     var sweepInterval: Duration {
@@ -34,6 +36,24 @@ extension ExportManager {
         try? await self.onDatabasePool { manager in
             try manager.journal.forgetExpired(after: keep)
             try manager.journal.forgetRuns(olderThan: cacheTTL)
+        }
+        await self.removeDeadGatewaysPartials()
+    }
+
+    /// Another gateway's partial folder holds files only while it runs
+    /// exports under a lease. With no lease, a file not written for two
+    /// leases is debris of a gateway that was killed and not started again
+    /// (one started again removes its own at start). The lease is looked up
+    /// before the folder is: a file made after that is new, and stays.
+    private func removeDeadGatewaysPartials() async {
+        guard let live = try? await self.onDatabasePool({ try $0.journal.liveInstances() }) else { return }
+        let liveFolders = Set(live.map(ContentStore.partialFolderName(of:)))
+        let age = TimeInterval(2 * self.cluster.leaseSeconds)
+        let removed = try? await self.onFilesPool { manager in
+            manager.store.otherPartialFolders().filter { !liveFolders.contains($0) }.reduce(0) { $0 + manager.store.removeStalePartials(in: $1, olderThan: age) }
+        }
+        if let removed, removed > 0 {
+            self.logger.notice("removed partial files of gateways that stopped", metadata: ["gateway.cache.removed": "\(removed)"])
         }
     }
 
