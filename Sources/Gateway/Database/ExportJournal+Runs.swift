@@ -185,7 +185,10 @@ extension ExportJournal {
                     """, parameters: [a.exportID.uuidString, String(a.createdAt.timeIntervalSince1970), a.owner, run.uuidString])
             }
             if !a.fresh {
-                if let row = try db.execute("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state IN ('queued', 'running') LIMIT 1", parameters: [a.key]).first.flatMap(Self.runRow) {
+                // FOR SHARE: a claim, a completion or a cancel of that run waits for
+                // this export's row, and then sees it (each of their statements
+                // after the wait reads anew).
+                if let row = try db.execute("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state IN ('queued', 'running') LIMIT 1 FOR SHARE OF r", parameters: [a.key]).first.flatMap(Self.runRow) {
                     if try isFull() { return .queueFull }
                     try insertExport(of: row.id)
                     return .joined(row)
@@ -193,7 +196,7 @@ extension ExportJournal {
                 let done = try db.execute(
                     """
                     SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state = 'completed'
-                      AND r.completed_at > now() - make_interval(secs => $2::double precision) ORDER BY r.completed_at DESC LIMIT 1
+                      AND r.completed_at > now() - make_interval(secs => $2::double precision) ORDER BY r.completed_at DESC LIMIT 1 FOR SHARE OF r
                     """, parameters: [a.key, String(a.cacheTTLSeconds)]).first.flatMap(Self.runRow)
                 if let done, let sha = done.sha256, let size = done.sizeBytes {
                     // Shared: a gateway removing that file waits, then sees this export.
@@ -378,6 +381,22 @@ extension ExportJournal {
         }
     }
 
+    /// Of these hashes, those no export that is neither cancelled nor
+    /// expired refers to (candidates for `removeUnreferenced`, which checks
+    /// again under the lock).
+    func unreferenced(_ hashes: [String]) throws -> Set<String> {
+        guard !hashes.isEmpty else { return [] }
+        let rows = try self.run("unreferenced") { db in
+            try db.execute(
+                """
+                SELECT s FROM unnest($1::text[]) AS s
+                WHERE NOT EXISTS (SELECT 1 FROM gateway.exports WHERE sha256 = s AND expired_at IS NULL AND cancelled_at IS NULL)
+                  AND NOT EXISTS (SELECT 1 FROM gateway.exports WHERE gzip_sha256 = s AND expired_at IS NULL AND cancelled_at IS NULL)
+                """, parameters: ["{" + hashes.joined(separator: ",") + "}"])
+        }
+        return Set(rows.compactMap { $0.first ?? nil })
+    }
+
     // MARK: Cancel, delete, look up
 
     /// Cancels one export (durable when this returns), and its run when no
@@ -389,6 +408,10 @@ extension ExportJournal {
                 "UPDATE gateway.exports SET status = 'cancelled', cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1::uuid RETURNING run_id",
                 parameters: [id.uuidString])
             guard let runID = Self.cell(marked).flatMap(UUID.init(uuidString:)) else { return (nil, false) }
+            // The run's row first: an admission joining it holds it (FOR
+            // SHARE) until its export's row is there, and the statement
+            // below, which starts after, sees that export.
+            try db.execute("SELECT 1 FROM gateway.runs WHERE id = $1::uuid FOR UPDATE", parameters: [runID.uuidString])
             let cancelled = try db.execute(
                 """
                 UPDATE gateway.runs r SET state = 'cancelled', completed_at = now(), lease_until = NULL

@@ -233,6 +233,9 @@ extension ExportManager {
                 current.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
                 return
             }
+            // Claimed by this gateway, and its worker not started yet (an
+            // admission here): the object is the one it will run, not a mirror.
+            if row.instance == self.instanceID { return }
             guard let relative = row.partialPath, let path = self.store.sharedPartialPath(relative) else { return }
             let run = begun ? self.replaceRun(current) : current
             guard run.markRunning() else { return }

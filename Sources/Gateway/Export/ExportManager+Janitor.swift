@@ -38,6 +38,21 @@ extension ExportManager {
             try manager.journal.forgetRuns(olderThan: cacheTTL)
         }
         await self.removeDeadGatewaysPartials()
+        try? await self.onFilesPool { $0.removeUnreferencedObjects() }
+    }
+
+    /// Files in `objects/` that no run here holds and no export anywhere
+    /// refers to go: a deletion that was skipped while an export still
+    /// referred to the file (or while the database did not answer) is made
+    /// here once none does. On the files thread, in order with publishing.
+    func removeUnreferencedObjects() {
+        let names = self.store.objectNames()
+        let unheld = self.state.withLock { state in names.filter { !state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) } }
+        let hashes = unheld.map { String($0.prefix(64)) }.filter { $0.utf8.count == 64 && $0.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        guard let candidates = try? self.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
+        for name in unheld where candidates.contains(String(name.prefix(64))) {
+            self.removeUnreferenced(self.store.objectsDirectory + "/" + name)
+        }
     }
 
     /// Another gateway's partial folder holds files only while it runs
@@ -61,6 +76,10 @@ extension ExportManager {
     /// remembers their ids for 410, and journals it. The journal is not an
     /// acknowledgement here: a restart finds them expired by their age anyway.
     func expire(_ jobs: [ExportJob]) async {
+        // Journaled first: a file of theirs is removed only once no export
+        // in the database refers to it, and these no longer do then.
+        let ids = jobs.map(\.id)
+        try? await self.onDatabasePool { try $0.journal.markExpired(ids) }
         for job in jobs {
             if !job.isCancelled, job.run.status == .queued || job.run.status == .running {
                 // Its run stops when no export on any gateway needs it.
@@ -75,8 +94,6 @@ extension ExportManager {
             }
             self.remove(removals)
         }
-        let ids = jobs.map(\.id)
-        try? await self.onDatabasePool { try $0.journal.markExpired(ids) }
         self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
     }
 }

@@ -413,26 +413,28 @@ final class ExportManager: Service, Sendable {
     /// any more), the run stops: its query here, or its readers here while
     /// another gateway's query is cancelled by that gateway, told by the
     /// database.
+    /// (The notification of this very cancel may have marked it already.)
     @discardableResult
     func applyCancel(_ job: ExportJob, runCancelled: Bool) -> DeleteOutcome {
-        guard job.markCancelled() else { return .cancelled(job) }
         let run = job.run
-        self.state.withLock { $0.removeMember(job) }
-        self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
+        if job.markCancelled() {
+            self.state.withLock { $0.removeMember(job) }
+            self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
+        }
         if runCancelled { self.cancel(run) }
         return .cancelled(job)
     }
 
-    /// Removes an ended export, and its run's files unless another export or
-    /// the fresh cache entry for its request needs them.
+    /// Removes an ended export (the journal has deleted it), and its run's
+    /// files unless another export or the fresh cache entry for its request
+    /// needs them. (The notification of this very delete may have removed it here already.)
     private func applyDelete(_ job: ExportJob) -> DeleteOutcome {
         let run = job.run
-        let removals = self.state.withLock { state -> [String]? in
-            guard state.jobs[job.id] != nil else { return nil }
+        let removals = self.state.withLock { state -> [String] in
+            guard state.jobs[job.id] != nil else { return [] }
             let fresh = state.runs[run.id] === run && self.isJoinable(run, state: state)
             return state.leave(job, keepingRun: fresh)
         }
-        guard let removals else { return .notFound }
         self.remove(removals)
         return .deleted
     }

@@ -60,8 +60,10 @@ final class PrivatePostgres: Sendable {
         let pidFile = try String(contentsOfFile: self.directory + "/data/postmaster.pid", encoding: .utf8)
         guard let postmaster = pidFile.split(separator: "\n").first.flatMap({ pid_t($0) }) else { throw Failed(what: "freeze", output: pidFile) }
         let signal = frozen ? SIGSTOP : SIGCONT
+        // The server first: stopped, it forks no backend that the list below would miss.
+        kill(postmaster, signal)
         let children = try await run("pgrep", ["-P", String(postmaster)]).text.split(separator: "\n").compactMap { pid_t($0) }
-        for pid in [postmaster] + children { kill(pid, signal) }
+        for pid in children { kill(pid, signal) }
     }
 
     /// Stops the cluster and removes its files.
