@@ -15,8 +15,8 @@ struct ClusterTests {
     static let all = "id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes"
 
     /// Three in-process gateways (a, b, c) sharing a seeded database and a cache folder.
-    static func cluster(rows: Int = 3000, lease: Int? = nil) async throws -> [TestServer] {
-        let first = try await TestServer.start(rows: rows, instanceID: "a", leaseSeconds: lease)
+    static func cluster(rows: Int = 3000, lease: Int? = nil, tuning: @escaping (inout Configuration) -> Void = { _ in }) async throws -> [TestServer] {
+        let first = try await TestServer.start(rows: rows, instanceID: "a", leaseSeconds: lease, exportsTuning: tuning)
         var servers = [first]
         for name in ["b", "c"] {
             servers.append(try await TestServer.start(databaseURL: first.databaseURL, seed: false, cacheDirectory: first.cacheDirectory, instanceID: name, leaseSeconds: lease))
@@ -123,7 +123,8 @@ struct ClusterTests {
 
     @Test(.timeLimit(.minutes(2)))
     func restartOfOneGatewayLosesNothingOfTheOthers() async throws {
-        let servers = try await Self.cluster(rows: 200_000)
+        // One COPY, so a single frozen backend holds the export mid-way.
+        let servers = try await Self.cluster(rows: 400_000, tuning: CSVOracleTests.parallel(1))
         let (a, b, c) = (servers[0], servers[1], servers[2])
         defer { Task { await Self.stop([a, b]) } }
         // A finished export of a's, and one a is writing, frozen (SIGSTOP of
