@@ -83,7 +83,7 @@ start_private_postgres() {
     # running already (another run of the scripts) makes this fail: the
     # caller stops rather than share, and later stop, a database in use.
     as_pg_user "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start -o \
-        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=200 -c password_encryption=scram-sha-256" >/dev/null || {
+        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c wal_level=minimal -c max_wal_senders=0 -c shared_buffers=256MB -c max_connections=400 -c password_encryption=scram-sha-256" >/dev/null || {
         echo "could not start PostgreSQL in $dir (is it running already? see $dir/server.log)" >&2
         return 1
     }

@@ -60,8 +60,9 @@ func buildAccessControl(_ configuration: Configuration) throws -> AccessControl 
     )
 }
 
-/// The gateway: the HTTP server, the export manager and the thread pools in
-/// one service group (the manager stops after the server, the pools last),
+/// The gateway: the HTTP server, the export manager, its services (gzip,
+/// the cluster's loops, the janitor) and the thread pools in one service
+/// group (the manager stops after the server, the pools last),
 /// and the manager itself, which a shutdown must reach before the server
 /// waits for its connections (`GatewayMain`).
 struct Gateway<App: ApplicationProtocol> {
@@ -122,7 +123,12 @@ func buildApplication(
             serverName: "csv-export-gateway",
             availableConnectionsDelegate: GatewayHTTPServer.availableConnections(limits, logger: logger)
         ),
-        services: [pools, manager, MemoryTrimmer(pools: pools)],
+        // Shut down in reverse: the loops and the janitor first, the pools last.
+        services: [
+            pools, manager, manager.gzip,
+            ClusterCoordinator(manager: manager, settings: configuration.database.settings, logger: logger),
+            Janitor(manager: manager), MemoryTrimmer(pools: pools),
+        ],
         onServerRunning: onServerRunning,
         logger: logger
     )

@@ -6,17 +6,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// What the cluster loops have to do next: runs and exports to look up again
-/// in the database (a notification named them, or this gateway stopped
-/// running one), and whether the shared queue may have work to claim.
-struct Pending {
-    var runs: Set<UUID> = []
-    var exports: Set<UUID> = []
-    var claim = false
-}
-
 /// The manager as one gateway of several on one database (see
-/// `ExportJournal+Runs.swift` for the shared queue):
+/// `ExportJournal+Runs.swift` for the shared queue; `ClusterCoordinator`
+/// runs the loops that call in here):
 ///
 /// - **Claims.** While a worker thread is free, the oldest queued run (or a
 ///   running one whose lease ran out) is claimed and run here: at once when
@@ -50,26 +42,7 @@ extension ExportManager {
         self.state.withLock { $0.reservedSlots = max(0, $0.reservedSlots - 1) }
     }
 
-    /// The claim loop looks at the queue on its next turn.
-    func wakeClaims() {
-        self.pending.withLock { $0.claim = true }
-    }
-
     // MARK: Claims
-
-    func claimLoop() async {
-        var idleTurns = 0
-        while (try? await Task.sleep(for: .milliseconds(50))) != nil {
-            idleTurns += 1
-            let asked = self.pending.withLock { pending in
-                defer { pending.claim = false }
-                return pending.claim
-            }
-            guard asked || idleTurns >= 20 else { continue }
-            idleTurns = 0
-            await self.claimWhileFree()
-        }
-    }
 
     /// Claims queued runs while worker threads are free.
     func claimWhileFree() async {
@@ -132,64 +105,40 @@ extension ExportManager {
 
     // MARK: Leases
 
-    func leaseLoop() async {
-        var lastRenewed = ContinuousClock.now
-        while (try? await Task.sleep(for: .seconds(1))) != nil {
-            let claimed = self.state.withLock { Array($0.claims) }
-            guard !claimed.isEmpty else {
-                lastRenewed = .now
-                continue
+    /// Renews the leases of the runs claimed here, with their progress; a
+    /// run missing from the answer stops here. True when the database
+    /// answered (or nothing is claimed). Cut off from the database for a
+    /// whole lease since `lastRenewed`, this gateway stops its runs, since
+    /// others may run them now.
+    func renewLeases(lastRenewed: ContinuousClock.Instant) async -> Bool {
+        let claimed = self.state.withLock { Array($0.claims) }
+        guard !claimed.isEmpty else { return true }
+        let renewals = claimed.map { id, claim in
+            let snapshot = claim.run.snapshot()
+            return ExportJournal.Renewal(id: id, attempt: claim.attempt, rows: snapshot.rowsWritten, bytes: snapshot.bytesWritten, totalRows: snapshot.totalRows)
+        }
+        do {
+            let held = try await self.onDatabasePool { try $0.journal.renew(renewals, instance: $0.instanceID, leaseSeconds: $0.cluster.leaseSeconds) }
+            let lost = claimed.map(\.key).filter { !held.contains($0) }
+            if !lost.isEmpty { await self.refresh(lost) }
+            return true
+        } catch {
+            guard ContinuousClock.now - lastRenewed > .seconds(self.cluster.leaseSeconds) else { return false }
+            self.logger.warning("leases not renewed for LEASE_SECONDS; stopping the exports running here", metadata: ["gateway.exports.stopped": "\(claimed.count)"])
+            for (_, claim) in claimed {
+                let (_, cancellers) = claim.run.interrupt(reason: "the gateway lost its database; the export runs again")
+                self.cancelQueries(cancellers)
             }
-            let renewals = claimed.map { id, claim in
-                let snapshot = claim.run.snapshot()
-                return ExportJournal.Renewal(id: id, attempt: claim.attempt, rows: snapshot.rowsWritten, bytes: snapshot.bytesWritten, totalRows: snapshot.totalRows)
-            }
-            do {
-                let held = try await self.onDatabasePool { try $0.journal.renew(renewals, instance: $0.instanceID, leaseSeconds: $0.cluster.leaseSeconds) }
-                lastRenewed = .now
-                let lost = claimed.map(\.key).filter { !held.contains($0) }
-                if !lost.isEmpty { await self.refresh(lost) }
-            } catch {
-                guard ContinuousClock.now - lastRenewed > .seconds(self.cluster.leaseSeconds) else { continue }
-                // Another gateway may run these now: this one stops them.
-                self.logger.warning("leases not renewed for LEASE_SECONDS; stopping the exports running here", metadata: ["gateway.exports.stopped": "\(claimed.count)"])
-                for (_, claim) in claimed {
-                    let (_, cancellers) = claim.run.interrupt(reason: "the gateway lost its database; the export runs again")
-                    self.cancelQueries(cancellers)
-                }
-            }
+            return false
         }
     }
 
     // MARK: Mirrors
 
-    /// Looks up these runs again soon (the follow loop's next turn).
-    func refreshSoon(_ ids: [UUID]) {
-        self.pending.withLock { $0.runs.formUnion(ids) }
-    }
-
-    func followLoop() async {
-        var turns = 0
-        while (try? await Task.sleep(for: .milliseconds(50))) != nil {
-            turns += 1
-            var runs = self.pending.withLock { pending in
-                defer { pending.runs = [] }
-                return pending.runs
-            }
-            let exports = self.pending.withLock { pending in
-                defer { pending.exports = [] }
-                return pending.exports
-            }
-            if turns % 20 == 0 {
-                // Once a second every mirror still under way, in case a
-                // notification was missed or a lease ran out (no one says so).
-                runs.formUnion(self.state.withLock { state in
-                    state.runs.values.filter { ($0.status == .queued || $0.status == .running) && state.claims[$0.id] == nil }.map(\.id)
-                })
-            }
-            if !runs.isEmpty { await self.refresh(Array(runs)) }
-            if !exports.isEmpty { await self.recheck(exports: Array(exports)) }
-            await self.followPartials()
+    /// The mirrors still under way: looked up once a second.
+    var mirrorsUnderWay: [UUID] {
+        self.state.withLock { state in
+            state.runs.values.filter { ($0.status == .queued || $0.status == .running) && state.claims[$0.id] == nil }.map(\.id)
         }
     }
 
@@ -284,7 +233,7 @@ extension ExportManager {
 
     /// Lets the live readers of mirrors here see what the other gateways
     /// have written: the length of each partial file followed.
-    private func followPartials() async {
+    func followPartials() async {
         let followed = self.state.withLock { state in
             state.following.compactMap { id, following in state.runs[id].map { ($0, following.path) } }
         }
@@ -304,13 +253,13 @@ extension ExportManager {
     func noticed(_ notification: PostgresConnection.Notification) {
         switch notification.channel {
         case "gateway_queue":
-            self.wakeClaims()
+            self.signals.wakeClaims()
         case "gateway_runs":
             guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.runs[id] != nil }) else { return }
-            self.refreshSoon([id])
+            self.signals.refreshSoon([id])
         case "gateway_exports":
             guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.jobs[id] != nil }) else { return }
-            self.pending.withLock { _ = $0.exports.insert(id) }
+            self.signals.recheckSoon([id])
         default:
             break
         }
@@ -320,15 +269,13 @@ extension ExportManager {
     /// run and export kept here is looked up again.
     func resync() {
         let (runs, jobs) = self.state.withLock { (Array($0.runs.keys), Array($0.jobs.keys)) }
-        self.pending.withLock { pending in
-            pending.runs.formUnion(runs)
-            pending.exports.formUnion(jobs)
-            pending.claim = true
-        }
+        self.signals.refreshSoon(runs)
+        self.signals.recheckSoon(jobs)
+        self.signals.wakeClaims()
     }
 
     /// Exports another gateway may have cancelled or deleted.
-    private func recheck(exports ids: [UUID]) async {
+    func recheck(exports ids: [UUID]) async {
         guard let states = try? await self.onDatabasePool({ try $0.journal.exportStates(ids) }) else { return }
         for id in ids {
             guard let job = self.state.withLock({ $0.jobs[id] }) else { continue }

@@ -1,26 +1,25 @@
 import Cache
 import Foundation
 
-/// The janitor: exports past EXPORT_TTL expire (410, files go when no other
-/// export needs them), runs no export needs are dropped once CACHE_TTL has
-/// passed, the cache is brought back under CACHE_MAX_BYTES, and the partial
-/// files of gateways that stopped for good (no lease, nothing written for
-/// two leases) go.
+/// The registry's part of the janitor's round (`Janitor`): exports past
+/// EXPORT_TTL expire, runs no export here needs are dropped once CACHE_TTL
+/// has passed, and files no export anywhere refers to go.
 extension ExportManager {
-    /// How often the janitor looks for expired exports and stale files.
-    var sweepInterval: Duration {
-        .seconds(max(1, min(60, min(self.exportTTL, self.cacheTTL) / 4)))
-    }
-
-    /// The janitor's round.
-    func sweep() async {
+    /// Expires the exports past EXPORT_TTL.
+    func expireOld() async {
         let now = Date()
         let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
         if !old.isEmpty { await self.expire(old) }
+    }
+
+    /// Forgets the ids expired for another EXPORT_TTL (404 from then on),
+    /// drops the runs no export here needs (ended ones past CACHE_TTL, and
+    /// mirrors of other gateways' runs, looked up again if asked for), and
+    /// brings the cache back under CACHE_MAX_BYTES.
+    func forgetStaleRuns() {
+        let now = Date()
         let removals = self.state.withLock { state -> [String] in
             state.expired = state.expired.filter { now.timeIntervalSince($0.value.at) < self.exportTTL }
-            // Runs no export here needs: ended ones past CACHE_TTL, and
-            // mirrors of other gateways' runs (looked up again if asked for).
             let stale = state.runs.values.filter { run in
                 guard state.members[run.id]?.isEmpty ?? true, state.claims[run.id] == nil else { return false }
                 return run.status == .queued || run.status == .running || !self.isJoinable(run, state: state)
@@ -29,16 +28,6 @@ extension ExportManager {
         }
         self.remove(removals)
         _ = self.hasRoom(for: 0)
-        // Kept export connections idle for a minute go (a blocking close: off this pool).
-        try? await self.onDatabasePool { $0.exportConnections.closeStale() }
-        let keep = Int(self.exportTTL)
-        let cacheTTL = Int(self.cacheTTL)
-        try? await self.onDatabasePool { manager in
-            try manager.journal.forgetExpired(after: keep)
-            try manager.journal.forgetRuns(olderThan: cacheTTL)
-        }
-        await self.removeDeadGatewaysPartials()
-        try? await self.onFilesPool { $0.removeUnreferencedObjects() }
     }
 
     /// Files in `objects/` that no run here holds and no export anywhere
@@ -52,23 +41,6 @@ extension ExportManager {
         guard let candidates = try? self.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
         for name in unheld where candidates.contains(String(name.prefix(64))) {
             self.removeUnreferenced(self.store.objectsDirectory + "/" + name)
-        }
-    }
-
-    /// Another gateway's partial folder holds files only while it runs
-    /// exports under a lease. With no lease, a file not written for two
-    /// leases is debris of a gateway that was killed and not started again
-    /// (one started again removes its own at start). The lease is looked up
-    /// before the folder is: a file made after that is new, and stays.
-    private func removeDeadGatewaysPartials() async {
-        guard let live = try? await self.onDatabasePool({ try $0.journal.liveInstances() }) else { return }
-        let liveFolders = Set(live.map(ContentStore.partialFolderName(of:)))
-        let age = TimeInterval(2 * self.cluster.leaseSeconds)
-        let removed = try? await self.onFilesPool { manager in
-            manager.store.otherPartialFolders().filter { !liveFolders.contains($0) }.reduce(0) { $0 + manager.store.removeStalePartials(in: $1, olderThan: age) }
-        }
-        if let removed, removed > 0 {
-            self.logger.notice("removed partial files of gateways that stopped", metadata: ["gateway.cache.removed": "\(removed)"])
         }
     }
 

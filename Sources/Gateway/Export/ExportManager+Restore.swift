@@ -104,8 +104,8 @@ extension ExportManager {
                 self.logger.notice("a finished export whose file is gone could not be queued again", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
             }
         }
-        self.refreshSoon(active)
-        self.wakeClaims()
+        self.signals.refreshSoon(active)
+        self.signals.wakeClaims()
         let names = self.store.objectNames()
         let held = self.state.withLock { state in Set(names.filter { state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) }) }
         for name in names where !held.contains(name) {

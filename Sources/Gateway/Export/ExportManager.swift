@@ -5,15 +5,21 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// The front of the exports: admits them (through the shared queue in
-/// PostgreSQL, `ExportJournal+Runs.swift`, which coalesces identical
-/// requests across every gateway on the database), looks them up (in memory,
-/// else in the database: any gateway answers for any export), cancels and
-/// deletes them. Its parts, each in a file of its own: the runs this gateway
-/// claims, runs and renews, and the runs of other gateways it follows
-/// (`+Cluster`, with `ClusterListener` for the database's notifications);
-/// the cache's ledger (`+Cache`); the janitor (`+Janitor`); the restore
-/// after a restart (`+Restore`); the gzip forms (here, below).
+/// The front of the exports and the registry of what this gateway knows of
+/// them: admits them (through the shared queue in PostgreSQL,
+/// `ExportJournal+Runs.swift`, which coalesces identical requests across
+/// every gateway on the database), looks them up (in memory, else in the
+/// database: any gateway answers for any export), cancels and deletes them,
+/// and runs what this gateway claims. Its lock guards the registry (exports,
+/// runs, claims, mirrors) and the cache's ledger, and is never held across
+/// I/O.
+///
+/// The rest are services of their own, each with its own lock if any:
+/// `ClusterCoordinator` (the claim, lease and follow loops and the
+/// listener; what they do to the registry is in `+Cluster`), `Janitor`
+/// (its round; the registry's part in `+Janitor`), `GzipService` (the gzip
+/// forms). In files of their own: the cache's ledger, eviction and
+/// publishing (`+Cache`) and the restore after a restart (`+Restore`).
 ///
 /// Runs go on a pool of `maxConcurrentExports` threads of its own (blocking
 /// libpq never touches an event loop or the cooperative pool), started in
@@ -24,10 +30,10 @@ import Synchronization
 /// journal cannot be written the request fails (`journalUnavailable`, a 503)
 /// and nothing changes.
 ///
-/// A `Service`: it runs the claims, the leases, the followers, the janitor
-/// and the gzip producers, and when a shutdown begins it interrupts what is
-/// queued or running here (their partial files go; the runs go back to the
-/// shared queue, so another gateway, or the next start, runs them again).
+/// A `Service`: it starts the worker threads, reads the journal again until
+/// it could, and when a shutdown begins it interrupts what is queued or
+/// running here (their partial files go; the runs go back to the shared
+/// queue, so another gateway, or the next start, runs them again).
 final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
         /// MAX_QUEUED_EXPORTS: too many exports wait or run (a 429).
@@ -84,8 +90,6 @@ final class ExportManager: Service, Sendable {
         /// answered 410 (to their owner) rather than 404 for another
         /// EXPORT_TTL, then forgotten (as the journal does).
         var expired: [UUID: ExpiredExport] = [:]
-        /// Gzip forms admitted (being made or waiting for a compressor).
-        var gzipAdmitted = 0
         var shuttingDown = false
         /// The journal has been read and its exports restored (`loadJournal`).
         var journalLoaded = false
@@ -109,7 +113,7 @@ final class ExportManager: Service, Sendable {
     let journal: ExportJournal
     let pools: BlockingPools
     let runner: ExportRunner
-    let gzipProducer: GzipProducer
+    let gzip: GzipService
     let limits: Configuration.Exports
     let cacheTTL: TimeInterval
     let exportTTL: TimeInterval
@@ -121,15 +125,8 @@ final class ExportManager: Service, Sendable {
     var claimTemplate: ExportJournal.Claim {
         ExportJournal.Claim(instance: self.cluster.instanceID, leaseSeconds: self.cluster.leaseSeconds, partialFolder: self.store.partialFolder)
     }
-    /// The database's notifications (`ClusterListener`).
-    let listener: ClusterListener
-    /// Work for the cluster loops (`+Cluster`): runs and exports to look up
-    /// again, and whether the queue may have work to claim.
-    let pending = Mutex(Pending())
-    /// Runs whose gzip form a reader asked for; `run` starts one producer each.
-    private let gzipRequests: AsyncStream<(ExportRun, SharedFile)>
-    private let gzipRequestSink: AsyncStream<(ExportRun, SharedFile)>.Continuation
-    private let compressors: AsyncBudget
+    /// Work for the cluster loops (`ClusterCoordinator`).
+    let signals = ClusterSignals()
     let workers: NIOThreadPool
     /// Threads for the later pieces of parallel exports (`ExportRunner`):
     /// `maxConcurrent × (parallelism − 1)`, so a piece never waits for one.
@@ -149,61 +146,39 @@ final class ExportManager: Service, Sendable {
         self.limits = exports
         self.cluster = configuration.cluster
         self.exportConnections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
-        self.listener = ClusterListener(settings: configuration.database.journalSettings.with(statementTimeoutMilliseconds: nil), logger: logger)
         self.runner = ExportRunner(connections: self.exportConnections, store: store, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
-        self.gzipProducer = GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger)
+        self.gzip = GzipService(producer: GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger), workers: exports.gzipWorkers, queue: exports.gzipQueue)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cacheMaxBytes = cacheMaxBytes
-        (self.gzipRequests, self.gzipRequestSink) = AsyncStream.makeStream()
-        self.compressors = AsyncBudget(limit: exports.gzipWorkers)
         // Started in `run()`: until then nothing is claimed.
         self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.pieceWorkers = exports.parallelism > 1 ? NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1)) : nil
         self.state = Mutex(State())
     }
 
-    /// Starts the worker threads, then runs the claims, the leases, the
-    /// followers, the janitor and the gzip producers until shutdown; then
-    /// interrupts what is queued or running and stops the worker threads.
+    /// Starts the worker threads; until shutdown, reads the journal again
+    /// while it could not, then interrupts what is queued or running here
+    /// and stops the worker threads.
     func run() async throws {
         self.workers.start()
         self.pieceWorkers?.start()
         self.state.withLock { $0.started = true }
-        self.listener.start { self.noticed($0) } reconnected: { self.resync() }
+        self.signals.wakeClaims()
         await withDiscardingTaskGroup { group in
-            group.addTask {
-                // Returns on graceful shutdown, throws when cancelled: both end it.
-                try? await gracefulShutdown()
-                self.beginShutdown()
-                // Only now may `run` end: ending before the service group asks
-                // counts as a failure, even when the shutdown began earlier.
-                self.gzipRequestSink.finish()
-            }
-            group.addTask {
-                // A journal that could not be read at start: try again until it is.
-                while !self.isJournalLoaded, (try? await Task.sleep(for: .seconds(2))) != nil {
-                    await self.loadJournal()
-                }
-            }
             group.addTask {
                 // Connections for the first export, so it does not pay for them (10 ms each).
                 try? await self.onDatabasePool { $0.exportConnections.warm($0.limits.parallelism) }
             }
-            group.addTask {
-                // The janitor: ends with the group's cancellation at shutdown.
-                while (try? await Task.sleep(for: self.sweepInterval)) != nil {
-                    await self.sweep()
+            await cancelWhenGracefulShutdown {
+                // A journal that could not be read at start: try again until it is.
+                while !self.isJournalLoaded, (try? await Task.sleep(for: .seconds(2))) != nil {
+                    await self.loadJournal()
                 }
+                // Returns on graceful shutdown, throws when cancelled: both end it.
+                try? await gracefulShutdown()
             }
-            group.addTask { await self.claimLoop() }
-            group.addTask { await self.leaseLoop() }
-            group.addTask { await self.followLoop() }
-            for await (run, target) in self.gzipRequests {
-                group.addTask { await self.produceGzip(of: run, into: target) }
-            }
-            // The stream ends at shutdown: stop the producers still compressing.
-            group.cancelAll()
+            self.beginShutdown()
         }
         // Not awaited: a worker stuck in a database call that nothing can
         // interrupt (the host vanished) must not hold the shutdown; it dies
@@ -211,7 +186,6 @@ final class ExportManager: Service, Sendable {
         // was interrupted, and a COPY looks for that every second).
         self.workers.shutdownGracefully { _ in }
         self.pieceWorkers?.shutdownGracefully { _ in }
-        self.listener.stop()
         self.exportConnections.closeAll()
     }
 
@@ -232,6 +206,7 @@ final class ExportManager: Service, Sendable {
             state.shuttingDown = true
             return state.runs.values.filter { $0.status == .queued || $0.status == .running }
         }
+        self.gzip.stop()
         for run in active {
             let (_, cancellers) = run.interrupt()
             self.cancelQueries(cancellers)
@@ -464,70 +439,26 @@ final class ExportManager: Service, Sendable {
 
     // MARK: Gzip
 
-    /// The gzip form of an export's CSV, made once per run whoever asks
-    /// first. Nil when there is none yet and none may start: `start` is false
-    /// (a HEAD request never starts a compressor), the server is stopping, or
-    /// GZIP_WORKERS + GZIP_QUEUE forms are being made already (the caller
-    /// sends the CSV uncompressed instead).
+    /// The gzip form of an export's CSV (see `GzipService.form`), as this
+    /// export's readers follow it; nil when there is none and none may start.
     func gzipFile(for job: ExportJob, start: Bool) -> GrowingFile? {
         let run = job.run
-        let shared: SharedFile?
-        if start {
-            shared = run.gzipFile(admit: { self.admitGzip() }) { target in
-                if case .terminated = self.gzipRequestSink.yield((run, target)) {
-                    target.fail(.failed("the server is shutting down"))
-                    self.state.withLock { $0.gzipAdmitted -= 1 }
-                }
-            }
-        } else {
-            shared = run.existingGzip
+        let shared = self.gzip.form(of: run, start: start) { producer in
+            GzipProducer.Storage(
+                reserve: { self.reserve($0, for: producer, writing: run) },
+                install: { sealed in
+                    try await self.onFilesPool { manager in
+                        try manager.install(sealed, holder: run, producer: producer) { rename in try manager.journal.publishGzip(sealed, runID: run.id, rename: rename) }
+                    }
+                },
+                discarded: { self.endPartial(producer) }
+            )
         }
         return shared.map { job.view(of: $0) }
     }
 
     /// True when a new gzip form could start now (what a HEAD answers as).
-    var couldStartGzip: Bool {
-        self.state.withLock { self.hasGzipRoom($0) }
-    }
-
-    /// Counts one more gzip form in the making, if the bound allows. Takes
-    /// only the manager's lock (see `ExportRun.gzipFile`).
-    private func admitGzip() -> Bool {
-        self.state.withLock { state in
-            guard self.hasGzipRoom(state) else { return false }
-            state.gzipAdmitted += 1
-            return true
-        }
-    }
-
-    /// GZIP_WORKERS + GZIP_QUEUE forms are not all taken, and no shutdown has begun.
-    private func hasGzipRoom(_ state: State) -> Bool {
-        !state.shuttingDown && state.gzipAdmitted < self.limits.gzipWorkers + self.limits.gzipQueue
-    }
-
-    /// Makes one run's gzip form once a compressor is free, and adopts it.
-    private func produceGzip(of run: ExportRun, into target: SharedFile) async {
-        defer { self.state.withLock { $0.gzipAdmitted -= 1 } }
-        do {
-            try await self.compressors.acquire()
-        } catch {
-            target.fail(.failed("the server is shutting down"))
-            return
-        }
-        defer { self.compressors.release() }
-        let producer = UUID()
-        let storage = GzipProducer.Storage(
-            reserve: { self.reserve($0, for: producer, writing: run) },
-            install: { sealed in
-                try await self.onFilesPool { manager in
-                    try manager.install(sealed, holder: run, producer: producer) { rename in try manager.journal.publishGzip(sealed, runID: run.id, rename: rename) }
-                }
-            },
-            discarded: { self.endPartial(producer) }
-        )
-        guard await self.gzipProducer.run(source: run.csv.primary, target: target, storage: storage) != nil else { return }
-        Telemetry.gzipFormsMade.increment()
-    }
+    var couldStartGzip: Bool { self.gzip.couldStart }
 
     // MARK: Workers
 
@@ -539,7 +470,7 @@ final class ExportManager: Service, Sendable {
             let active = workItemState == .active
             self.runOnWorker(run, attempt: attempt, partialName: partialName, active: active)
             guard active, !self.isShuttingDown else { return }
-            self.wakeClaims()
+            self.signals.wakeClaims()
             // This idle thread replaces the connections a cancel or a
             // failure closed, so the next export finds them.
             self.exportConnections.warm(self.limits.parallelism)
@@ -607,7 +538,7 @@ final class ExportManager: Service, Sendable {
             break
         case .failed, .cancelled, .interrupted:
             // What the database says of it now (another attempt, elsewhere?).
-            if !shuttingDown { self.refreshSoon([run.id]) }
+            if !shuttingDown { self.signals.refreshSoon([run.id]) }
         }
     }
 

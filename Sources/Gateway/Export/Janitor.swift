@@ -1,0 +1,71 @@
+import Cache
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The janitor, as a `Service` that ends at shutdown. Each round:
+///
+/// - exports past EXPORT_TTL expire (410; their files go when no other
+///   export needs them), and runs no export here needs are dropped once
+///   CACHE_TTL has passed (`ExportManager+Janitor.swift`), and the cache is
+///   brought back under CACHE_MAX_BYTES;
+/// - kept export connections idle for a minute are closed;
+/// - the journal forgets exports expired for EXPORT_TTL and ended runs no
+///   export refers to past CACHE_TTL;
+/// - files in `objects/` that no export anywhere refers to go;
+/// - the partial files of gateways that stopped for good (no lease, nothing
+///   written for two leases) go.
+final class Janitor: Service, Sendable {
+    private let manager: ExportManager
+
+    init(manager: ExportManager) {
+        self.manager = manager
+    }
+
+    /// How often a round runs: a quarter of the shorter TTL, 1 to 60 s.
+    var interval: Duration {
+        .seconds(max(1, min(60, min(self.manager.exportTTL, self.manager.cacheTTL) / 4)))
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while (try? await Task.sleep(for: self.interval)) != nil {
+                await self.round()
+            }
+        }
+    }
+
+    func round() async {
+        let manager = self.manager
+        await manager.expireOld()
+        manager.forgetStaleRuns()
+        // Kept export connections idle for a minute go (a blocking close: off this pool).
+        try? await manager.onDatabasePool { $0.exportConnections.closeStale() }
+        let keep = Int(manager.exportTTL)
+        let cacheTTL = Int(manager.cacheTTL)
+        try? await manager.onDatabasePool { manager in
+            try manager.journal.forgetExpired(after: keep)
+            try manager.journal.forgetRuns(olderThan: cacheTTL)
+        }
+        try? await manager.onFilesPool { $0.removeUnreferencedObjects() }
+        await self.removeDeadGatewaysPartials()
+    }
+
+    /// Another gateway's partial folder holds files only while it runs
+    /// exports under a lease. With no lease, a file not written for two
+    /// leases is debris of a gateway that was killed and not started again
+    /// (one started again removes its own at start). The leases are looked
+    /// up before the folder is: a file made after that is new, and stays.
+    private func removeDeadGatewaysPartials() async {
+        let manager = self.manager
+        guard let live = try? await manager.onDatabasePool({ try $0.journal.liveInstances() }) else { return }
+        let liveFolders = Set(live.map(ContentStore.partialFolderName(of:)))
+        let age = TimeInterval(2 * manager.cluster.leaseSeconds)
+        let removed = try? await manager.onFilesPool { manager in
+            manager.store.otherPartialFolders().filter { !liveFolders.contains($0) }.reduce(0) { $0 + manager.store.removeStalePartials(in: $1, olderThan: age) }
+        }
+        if let removed, removed > 0 {
+            manager.logger.notice("removed partial files of gateways that stopped", metadata: ["gateway.cache.removed": "\(removed)"])
+        }
+    }
+}
