@@ -26,8 +26,21 @@ public struct ContentStore: Sendable {
     ///   (its INSTANCE_ID, made safe as a file name); nil: `partial/` itself.
     public init(root: String, instance: String? = nil) {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
-        let safe = instance.map { String(decoding: $0.utf8.map { Self.isNameByte($0) ? $0 : UInt8(ascii: "_") }, as: UTF8.self) }
-        self.partialFolder = safe.map { "partial/" + ($0.isEmpty || $0 == "." || $0 == ".." ? "_" : $0) } ?? "partial"
+        self.partialFolder = instance.map { "partial/" + Self.folderName($0) } ?? "partial"
+    }
+
+    /// A file name for an instance id: other bytes than `A-Z a-z 0-9 . _ -`
+    /// as `%XX` (so two ids never share a folder), and never `.` or `..`.
+    static func folderName(_ instance: String) -> String {
+        var name = ""
+        for byte in instance.utf8 {
+            if Self.isNameByte(byte), byte != UInt8(ascii: "%") {
+                name.unicodeScalars.append(UnicodeScalar(byte))
+            } else {
+                name += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return name.isEmpty || name == "." || name == ".." ? "%" + name.utf8.map { String($0, radix: 16) }.joined() : name
     }
 
     private static func isNameByte(_ byte: UInt8) -> Bool {
@@ -173,6 +186,12 @@ public struct ContentStore: Sendable {
         guard statvfs(self.root, &stats) == 0 else { return nil }
         let (bytes, overflow) = Int(stats.f_bavail).multipliedReportingOverflow(by: Int(stats.f_frsize))
         return overflow ? Int.max : bytes
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - self.count)) + self
     }
 }
 

@@ -102,7 +102,7 @@ func buildApplication(
     // read now, the gateway serves anyway (health says why) and the manager
     // tries again every few seconds; until then every export request is a
     // 503, never a 404 for an id the journal holds.
-    await manager.loadJournal()
+    await manager.loadJournal(atStart: true)
     let http = configuration.http
     let buffers = ReadBufferPool(limit: http.downloadBufferBytes)
     let limits = GatewayHTTPServer.Limits(

@@ -167,7 +167,7 @@ struct Configuration: Sendable {
         }
 
         static func isValidID(_ id: String) -> Bool {
-            (1...64).contains(id.utf8.count) && id.utf8.allSatisfy(Self.isIDByte)
+            (1...64).contains(id.utf8.count) && id.utf8.allSatisfy(Self.isIDByte) && id != "." && id != ".."
         }
     }
 
@@ -269,7 +269,7 @@ struct Configuration: Sendable {
             throw Invalid("HOST=\(self.http.host) is not a loopback address, and no API_TOKENS or API_TOKENS_FILE is set: anyone who can reach it could read every export. Set tokens, or ALLOW_ANONYMOUS=true to serve without authentication anyway")
         }
         if let id = environment["INSTANCE_ID"], !id.isEmpty {
-            guard Cluster.isValidID(id) else { throw Invalid(key: "INSTANCE_ID", value: id, expected: "1 to 64 of A-Z a-z 0-9 . _ - :") }
+            guard Cluster.isValidID(id) else { throw Invalid(key: "INSTANCE_ID", value: id, expected: "1 to 64 of A-Z a-z 0-9 . _ - :, not . or ..") }
             self.setInstanceID(id)
         } else {
             self.setInstanceID(Cluster.defaultInstanceID(port: self.http.port))

@@ -165,6 +165,64 @@ struct ClusterTests {
         #expect(attempts.first == ["a", "1"], "a's run was never taken from it")
     }
 
+    /// A look-up on one gateway racing a DELETE on another: the export must
+    /// not come back on the first (found by the attack round: a notification
+    /// of the delete arrived before the look-up had the export, and was dropped).
+    @Test(.timeLimit(.minutes(2)))
+    func aDeleteRacingALookUpOnAnotherGatewayStaysDeleted() async throws {
+        let servers = try await Self.cluster()
+        let (a, b, c) = (servers[0], servers[1], servers[2])
+        defer { Task { await Self.stop(servers) } }
+        var ids: [String] = []
+        for i in 0..<12 {
+            let id = try #require(try await curl(a.url("/exports/csv?columns=id&min_ltv=\(i)"), method: "POST").json["exportId"] as? String)
+            ids.append(id)
+        }
+        for id in ids {
+            try await eventually("completed") { try await curl(a.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask { _ = try await curl(b.url("/exports/\(id)/status")) }
+                group.addTask { _ = try await curl(b.url("/exports/\(id)/download")) }
+                group.addTask {
+                    let deleted = try await curl(c.url("/exports/\(id)"), method: "DELETE")
+                    #expect(deleted.status == 204)
+                }
+            }
+            try await group.waitForAll()
+        }
+        for id in ids {
+            for server in servers {
+                try await eventually("deleted everywhere") { try await curl(server.url("/exports/\(id)/status")).status == 404 }
+            }
+        }
+    }
+
+    /// SIGTERM of the gateway running an export hands it to another at
+    /// once, long before its lease would have run out.
+    @Test(.timeLimit(.minutes(2)))
+    func sigtermHandsTheRunningExportToAnotherGatewayAtOnce() async throws {
+        let (seeded, cache) = try await RestartTests.seededDatabase(rows: 3000)
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (owner, ownerBase) = try await Self.launch("t1", databaseURL: seeded.databaseURL, cache: cache, lease: 60)
+        let (other, otherBase) = try await Self.launch("t2", databaseURL: seeded.databaseURL, cache: cache, lease: 60)
+        defer {
+            owner.kill9()
+            other.terminate()
+        }
+        let lock = try await TableLock.lockUsers(seeded)
+        let id = try #require(try await curl(ownerBase + "/exports/csv?columns=id,email", method: "POST").json["exportId"] as? String)
+        try await eventually("t1 runs it") { try await seeded.sql("SELECT instance FROM gateway.runs")[0][0] == "t1" }
+        let stopped = ContinuousClock.now
+        owner.terminate()
+        try await eventually(timeout: .seconds(15), "t2 runs it") { try await seeded.sql("SELECT instance, attempt FROM gateway.runs") == [["t2", "2"]] }
+        #expect(ContinuousClock.now - stopped < .seconds(15), "well within the 60 s lease")
+        try await lock.release()
+        try await eventually("completed") { try await curl(otherBase + "/exports/\(id)/status").json["status"] as? String == "completed" }
+        #expect(try await curl(otherBase + "/exports/\(id)/download").body == (try await seeded.psqlCopy("SELECT id, email FROM users ORDER BY id")))
+    }
+
     /// Gateway processes (the binary) on one database and cache folder.
     static func launch(_ name: String, databaseURL: String, cache: String, lease: Int) async throws -> (RunningProcess, String) {
         try await RestartTests.launch(databaseURL: databaseURL, cacheDirectory: cache, environment: [

@@ -114,10 +114,14 @@ extension ExportJournal {
     }
 
     /// Runs `body` in a transaction (on the journal's connections, retried
-    /// once on a fresh one: every body here may run twice).
+    /// once on a fresh one: every body here may run twice). A gateway that
+    /// stops in the middle (frozen, cut off) must not hold its locks for
+    /// long: the server ends a transaction left idle for the journal's
+    /// statement timeout, and the locks go with it.
     func transaction<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
-        try self.run(what) { db in
-            try db.execute("BEGIN")
+        let idleLimit = max(1000, self.statementTimeoutMilliseconds ?? 5000)
+        return try self.run(what) { db in
+            try db.execute("BEGIN; SET LOCAL idle_in_transaction_session_timeout = \(idleLimit)")
             do {
                 let result = try body(db)
                 try db.execute("COMMIT")
@@ -288,6 +292,16 @@ extension ExportJournal {
         return Set(rows.compactMap { row in row.first.flatMap { $0 }.flatMap(UUID.init(uuidString:)) })
     }
 
+    /// Connections of other processes under this gateway's
+    /// `application_name`: another gateway started with the same INSTANCE_ID.
+    func otherConnections(of instance: String) throws -> Int {
+        let rows = try self.run("instance check") { db in
+            try db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                parameters: ["gateway:" + instance])
+        }
+        return Self.cell(rows).flatMap { Int($0) } ?? 0
+    }
+
     /// At start: the runs this instance was running when it stopped are
     /// queued again at once (it runs nothing yet), rather than after their lease.
     func requeueOwn(instance: String) throws -> Int {
@@ -404,14 +418,15 @@ extension ExportJournal {
     /// of it by `gateway_runs`. Returns whether the run was cancelled, and its id.
     func cancelExport(_ id: UUID) throws -> (runID: UUID?, runCancelled: Bool) {
         try self.transaction("cancel") { db in
-            let marked = try db.execute(
-                "UPDATE gateway.exports SET status = 'cancelled', cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1::uuid RETURNING run_id",
-                parameters: [id.uuidString])
-            guard let runID = Self.cell(marked).flatMap(UUID.init(uuidString:)) else { return (nil, false) }
-            // The run's row first: an admission joining it holds it (FOR
-            // SHARE) until its export's row is there, and the statement
-            // below, which starts after, sees that export.
+            guard let runID = Self.cell(try db.execute("SELECT run_id FROM gateway.exports WHERE id = $1::uuid", parameters: [id.uuidString])).flatMap(UUID.init(uuidString:)) else {
+                return (nil, false)
+            }
+            // The run's row first, as every other transaction takes the two
+            // tables (a claim, a completion: the run, then its exports), and
+            // an admission joining it holds it (FOR SHARE) until its export's
+            // row is there, which the statements below, made after, see.
             try db.execute("SELECT 1 FROM gateway.runs WHERE id = $1::uuid FOR UPDATE", parameters: [runID.uuidString])
+            try db.execute("UPDATE gateway.exports SET status = 'cancelled', cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1::uuid", parameters: [id.uuidString])
             let cancelled = try db.execute(
                 """
                 UPDATE gateway.runs r SET state = 'cancelled', completed_at = now(), lease_until = NULL

@@ -81,6 +81,8 @@ final class ExportJournal: Sendable {
 
     private let settings: PostgresSettings
     private let logger: Logger
+    /// The statement timeout of journal connections, if any.
+    var statementTimeoutMilliseconds: Int? { self.settings.statementTimeoutMilliseconds }
     /// Idle connections, at most `maxIdle`; a statement takes one out for as
     /// long as it runs, so the lock is never held across a round trip.
     private let idle = Mutex<[PooledConnection]>([])
@@ -96,10 +98,22 @@ final class ExportJournal: Sendable {
     /// Creates the schema if needed and reads every export back.
     func load() throws -> [Record] {
         try self.run("load") { db in
-            try db.execute("BEGIN; SELECT pg_advisory_xact_lock(7573657273656565); " + Self.schema + "; COMMIT")
+            // Only when something is missing: `ALTER TABLE` takes an
+            // exclusive lock even when it changes nothing, and other gateways
+            // on the database are using the tables now.
+            if Self.cell(try db.execute(Self.schemaIsCurrent)) != "t" {
+                try db.execute("BEGIN; SELECT pg_advisory_xact_lock(7573657273656565); " + Self.schema + "; COMMIT")
+            }
             return try db.execute(Self.selectExports + " ORDER BY e.created_at")
         }.compactMap(Self.record)
     }
+
+    /// True when the newest of `schema`'s objects exist (update it with the schema).
+    static let schemaIsCurrent = """
+        SELECT count(*) = 3 FROM information_schema.columns WHERE table_schema = 'gateway' AND (
+            (table_name = 'exports' AND column_name = 'owner') OR (table_name = 'runs' AND column_name = 'query')
+            OR (table_name = 'runs' AND column_name = 'joinable'))
+        """
 
     /// An export's row with its run's state (from `gateway.runs`, where the
     /// cluster keeps it; an earlier version's rows have only their own).

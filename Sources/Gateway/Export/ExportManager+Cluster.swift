@@ -32,7 +32,9 @@ extension ExportManager {
     /// Takes a worker thread for a run about to be claimed; false when none is free.
     func reserveSlot() -> Bool {
         self.state.withLock { state in
-            guard state.started, !state.shuttingDown, state.claims.count + state.reservedSlots < self.limits.maxConcurrent else { return false }
+            // Not before the journal is read: the restore builds the registry
+            // anew, and queues again what this instance ran before it stopped.
+            guard state.started, state.journalLoaded, !state.shuttingDown, state.claims.count + state.reservedSlots < self.limits.maxConcurrent else { return false }
             state.reservedSlots += 1
             return true
         }
@@ -46,7 +48,8 @@ extension ExportManager {
 
     /// Claims queued runs while worker threads are free.
     func claimWhileFree() async {
-        while self.reserveSlot() {
+        // A gateway whose cache is full leaves queued runs to the others.
+        while self.hasRoom(for: CopyPiece.stagingSize), self.reserveSlot() {
             let template = self.claimTemplate
             let row: ExportJournal.RunRow?
             do {
@@ -187,7 +190,7 @@ extension ExportManager {
             if row.instance == self.instanceID { return }
             guard let relative = row.partialPath, let path = self.store.sharedPartialPath(relative) else { return }
             let run = begun ? self.replaceRun(current) : current
-            guard run.markRunning() else { return }
+            guard run.markRunning(at: row.startedAt ?? Date()) else { return }
             run.csv.begin(path: path)
             run.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
             self.state.withLock { state in
@@ -197,7 +200,7 @@ extension ExportManager {
             guard current.status != .completed, let sha = row.sha256, let size = row.sizeBytes else { return }
             // Readers of another attempt's partial file may have other bytes: they abort.
             let run = (followed.map { $0.attempt != row.attempt } ?? false) || current.isInterrupted ? self.replaceRun(current) : current
-            if run.status == .queued { _ = run.markRunning() }
+            if run.status == .queued { _ = run.markRunning(at: row.startedAt ?? Date()) }
             let file = PublishedFile(path: self.store.objectPath(sha256: sha, suffix: ".csv"), size: size, sha256: sha)
             let kept = self.state.withLock { state -> Bool in
                 guard state.runs[row.id] === run else { return false }
@@ -206,7 +209,7 @@ extension ExportManager {
                 state.held[row.id, default: []].append(file.path)
                 return true
             }
-            if kept { _ = run.complete(file, rows: row.rowsWritten) }
+            if kept { _ = run.complete(file, rows: row.rowsWritten, at: row.completedAt ?? Date()) }
         case .failed:
             self.state.withLock { _ = $0.following.removeValue(forKey: row.id) }
             current.fail(CacheError.failed(row.error ?? "the export failed"))
@@ -320,6 +323,11 @@ extension ExportManager {
             return .expired(owner: record.owner)
         }
         guard let row, let request = try? ExportRequest.parse(try QueryString.parse(record.query)) else { return .notFound }
-        return .found(self.adopt(exportID: record.id, owner: record.owner, createdAt: record.createdAt, cancelledAt: record.cancelledAt, row: row, request: request))
+        let job = self.adopt(exportID: record.id, owner: record.owner, createdAt: record.createdAt, cancelledAt: record.cancelledAt, row: row, request: request)
+        // A cancel or a delete committed after the read above may have been
+        // notified before the export was known here (and ignored): look again.
+        self.signals.recheckSoon([job.id])
+        self.signals.refreshSoon([row.id])
+        return .found(job)
     }
 }

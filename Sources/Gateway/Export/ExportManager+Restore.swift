@@ -7,11 +7,21 @@ extension ExportManager {
     /// answering 404 for ids the journal holds would lose them for the life
     /// of the process (seen: a lock on the journal table at start-up made
     /// every acknowledged id a 404 until the next restart).
+    /// - Parameter atStart: before this gateway has opened other connections,
+    ///   when one more of its name means another process has its INSTANCE_ID.
     @discardableResult
-    func loadJournal() async -> Bool {
+    func loadJournal(atStart: Bool = false) async -> Bool {
         do {
             let records = try await self.onDatabasePool { manager in
                 let records = try manager.journal.load()
+                // Only this start's own connection may carry its name: more
+                // means another process runs under the same INSTANCE_ID, whose
+                // runs are not this one's to queue again.
+                let others = atStart ? try manager.journal.otherConnections(of: manager.instanceID) : 0
+                if others > 0 {
+                    manager.logger.error("another process is connected to the database as this INSTANCE_ID; ids must be unique among the gateways (its running exports are left to it)", metadata: ["gateway.instance": "\(manager.instanceID)", "gateway.connections": "\(others)"])
+                    return records
+                }
                 // It runs nothing yet: what it ran before it stopped is queued again now, not after the lease.
                 let requeued = try manager.journal.requeueOwn(instance: manager.instanceID)
                 if requeued > 0 { manager.logger.notice("runs this gateway ran before it stopped are queued again", metadata: ["gateway.journal.requeued": "\(requeued)"]) }
@@ -76,6 +86,8 @@ extension ExportManager {
             // Read outside the manager's lock: the run's own locks are taken
             // after the manager's elsewhere, never before.
             let files = [run.publishedFile, run.publishedGzip].compactMap { $0 }
+            let known = self.state.withLock { $0.runs[run.id] != nil }
+            if known { continue }
             self.state.withLock { state in
                 state.runs[run.id] = run
                 state.lastUsed[run.id] = run.completedAt ?? now

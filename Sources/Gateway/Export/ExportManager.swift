@@ -179,6 +179,7 @@ final class ExportManager: Service, Sendable {
                 try? await gracefulShutdown()
             }
             self.beginShutdown()
+            await self.releaseClaims()
         }
         // Not awaited: a worker stuck in a database call that nothing can
         // interrupt (the host vanished) must not hold the shutdown; it dies
@@ -187,6 +188,19 @@ final class ExportManager: Service, Sendable {
         self.workers.shutdownGracefully { _ in }
         self.pieceWorkers?.shutdownGracefully { _ in }
         self.exportConnections.closeAll()
+    }
+
+    /// At shutdown: the runs claimed here go back to the shared queue now,
+    /// for another gateway to take at once, rather than when their workers
+    /// have stopped (the process may exit first) or their leases run out.
+    /// Fenced by the claims: a worker that ends meanwhile changes nothing.
+    private func releaseClaims() async {
+        let claimed = self.state.withLock { Array($0.claims) }
+        guard !claimed.isEmpty else { return }
+        try? await self.onDatabasePool { manager in
+            for (id, claim) in claimed { try? manager.journal.release(id, attempt: claim.attempt, instance: manager.instanceID) }
+        }
+        self.logger.notice("shutdown: running exports handed back to the queue", metadata: ["gateway.exports.released": "\(claimed.count)"])
     }
 
     /// This gateway's INSTANCE_ID.
@@ -515,11 +529,23 @@ final class ExportManager: Service, Sendable {
         let shuttingDown = self.isShuttingDown
         switch outcome {
         case .failed:
+            // Tried for as long as the lease holds (a database restart is
+            // what often fails an export): then the failure stands on every
+            // gateway. Past the lease another gateway runs it again, and this
+            // one's status follows that.
             let message = run.snapshot().lifecycle.errorMessage ?? "the export failed"
-            do {
-                try self.journal.fail(run.id, attempt: attempt, instance: self.instanceID, message: message)
-            } catch {
-                self.logger.warning("the run's failure was not journaled; its lease runs out and another attempt follows", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
+            let deadline = ContinuousClock.now + .seconds(self.cluster.leaseSeconds)
+            while true {
+                do {
+                    try self.journal.fail(run.id, attempt: attempt, instance: self.instanceID, message: message)
+                    break
+                } catch {
+                    guard ContinuousClock.now < deadline, !self.isShuttingDown else {
+                        self.logger.warning("the run's failure was not journaled; its lease runs out and another attempt follows", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
+                        break
+                    }
+                    Thread.sleep(forTimeInterval: 0.5)
+                }
             }
         case .interrupted where shuttingDown || !active:
             // Back to the queue for another gateway; if this fails, the lease runs out instead.

@@ -102,9 +102,9 @@ final class ExportRun: Sendable {
     }
 
     /// Queued → running; false if it was cancelled or interrupted while it waited.
-    func markRunning() -> Bool {
+    func markRunning(at start: Date = Date()) -> Bool {
         self.state.withLock { state in
-            state.lifecycle.start(at: Date())
+            state.lifecycle.start(at: start)
         }
     }
 
@@ -170,8 +170,7 @@ final class ExportRun: Sendable {
 
     /// Running → completed, then the readers learn the file's final size.
     /// False if it was cancelled first: the caller removes the file.
-    func complete(_ published: PublishedFile, rows: Int) -> Bool {
-        let now = Date()
+    func complete(_ published: PublishedFile, rows: Int, at now: Date = Date()) -> Bool {
         let (applied, started) = self.state.withLock { state -> (Bool, Date?) in
             guard state.lifecycle.complete(published, at: now) else { return (false, nil) }
             state.rowsWritten = rows
