@@ -3,6 +3,10 @@ import Testing
 @testable import Gateway
 import Cache
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The gateway binary, killed with SIGKILL in the middle of an export and
 /// started again: nothing half-written is published, and every export id
 /// given out before the crash gets its file after it.
@@ -68,10 +72,17 @@ struct RestartTests {
         let big = try #require(try await curl(base + "/exports/csv", method: "POST").json["exportId"] as? String)
         let queued = try #require(try await curl(base + "/exports/csv?subscription_tier=enterprise", method: "POST").json["exportId"] as? String)
         try await eventually("bytes written") { (try await curl(base + "/exports/\(big)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
+        // Its COPYs frozen (SIGSTOP of their backends), so the crash lands
+        // mid-export however fast this machine reads.
+        let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
+            .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+        pids.forEach { kill($0, SIGSTOP) }
+        #expect(try await curl(base + "/exports/\(big)/status").json["status"] as? String == "running")
         #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")
         let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
         gateway.kill9()
         _ = await gateway.wait()
+        pids.forEach { kill($0, SIGCONT) }
         #expect(!partialsAtCrash.isEmpty, "the crash left a partial file")
         #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count == 1, "only the finished export was published")
 

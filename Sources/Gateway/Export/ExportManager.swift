@@ -237,6 +237,16 @@ final class ExportManager: Service, Sendable {
     /// limits are reached. Returns once the journal holds the export.
     func submit(_ request: ExportRequest, owner: String?, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
         if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
+        // A run of this request that this gateway runs and has seen fail or
+        // stop, whose end the database may not have yet (it was down): not
+        // one to join, so a new run starts (as with `no-cache`).
+        let key = request.cacheKey
+        let doomed = self.state.withLock { state in
+            state.claims.values.contains { claim in
+                claim.run.request.cacheKey == key && (claim.run.status == .failed || claim.run.status == .cancelled || claim.run.isInterrupted)
+            }
+        }
+        let fresh = fresh || doomed
         let claiming = self.reserveSlot()
         let admission = ExportJournal.Admission(
             exportID: UUID(), runID: UUID(), key: request.cacheKey, query: request.canonicalQuery, owner: owner, createdAt: Date(), fresh: fresh,
