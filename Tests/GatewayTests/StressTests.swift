@@ -78,7 +78,10 @@ struct StressTests {
             unanswered.formUnion(result.unanswered)
             requests += result.requests
         }
-        #expect(created.count > 40, "\(created.count) exports acknowledged over \(requests) requests")
+        // Only proves the race ran: the rounds are short, and an admission is a
+        // transaction in the shared queue now, so a loaded machine (the whole
+        // suite at once) gets through fewer (15 over 29 requests seen there).
+        #expect(created.count > 8, "\(created.count) exports acknowledged over \(requests) requests")
 
         let server = try await start()
         defer { Task { await server.stop() } }
