@@ -61,7 +61,8 @@ struct RestartTests {
         let (seeded, cache) = try await Self.seededDatabase(rows: 400_000)
         defer { try? FileManager.default.removeItem(atPath: cache) }
 
-        var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
+        // One COPY, written straight into the file: frozen, it holds the whole export.
+        var (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache, environment: ["EXPORT_PARALLELISM": "1"])
         // One finished before the crash.
         let small = try #require(try await curl(base + "/exports/csv?country_code=JP&columns=id,email", method: "POST").json["exportId"] as? String)
         try await eventually("small export completes") { try await curl(base + "/exports/\(small)/status").json["status"] as? String == "completed" }
@@ -77,6 +78,7 @@ struct RestartTests {
         let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
             .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
         pids.forEach { kill($0, SIGSTOP) }
+        #expect(!pids.isEmpty, "the COPY was caught running")
         #expect(try await curl(base + "/exports/\(big)/status").json["status"] as? String == "running")
         #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")
         let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
