@@ -404,7 +404,7 @@ final class ExportManager: Service, Sendable {
         } catch {
             throw JournalUnavailable()
         }
-        return cancelling ? self.applyCancel(job, runCancelled: runCancelled) : self.applyDelete(job)
+        return cancelling ? self.applyCancel(job, runCancelled: runCancelled) : await self.applyDelete(job)
     }
 
     /// Marks the export cancelled and aborts its readers here; when the
@@ -427,14 +427,22 @@ final class ExportManager: Service, Sendable {
     /// Removes an ended export (the journal has deleted it), and its run's
     /// files unless another export or the fresh cache entry for its request
     /// needs them. (The notification of this very delete may have removed it here already.)
-    private func applyDelete(_ job: ExportJob) -> DeleteOutcome {
+    private func applyDelete(_ job: ExportJob) async -> DeleteOutcome {
         let run = job.run
         let removals = self.state.withLock { state -> [String] in
             guard state.jobs[job.id] != nil else { return [] }
             let fresh = state.runs[run.id] === run && self.isJoinable(run, state: state)
             return state.leave(job, keepingRun: fresh)
         }
-        self.remove(removals)
+        // Before the answer: the 204 of the last export of a file means the file is gone.
+        if !removals.isEmpty {
+            let removed: Bool? = try? await self.onFilesPool { manager in
+                for path in removals where !manager.state.withLock({ $0.ledger.isHeld(path) }) { manager.removeUnreferenced(path) }
+                return true
+            }
+            // The files thread is stopping: the next start removes them.
+            if removed == nil { self.remove(removals) }
+        }
         return .deleted
     }
 
@@ -491,7 +499,9 @@ final class ExportManager: Service, Sendable {
     /// `.cancelled`: the run is then interrupted and goes back to the queue.
     func dispatch(_ run: ExportRun, attempt: Int, partialName: String?) {
         self.workers.submit { workItemState in
-            let active = workItemState == .active
+            // Claimed as a shutdown began (an admission under way): not run,
+            // but handed back to the queue like the runs it interrupted.
+            let active = workItemState == .active && !self.isShuttingDown
             self.runOnWorker(run, attempt: attempt, partialName: partialName, active: active)
             guard active, !self.isShuttingDown else { return }
             self.signals.wakeClaims()
@@ -538,6 +548,10 @@ final class ExportManager: Service, Sendable {
         }
         let shuttingDown = self.isShuttingDown
         switch outcome {
+        case .failed where shuttingDown:
+            // Most likely failed by the shutdown itself (its thread pools
+            // stopping): handed back to the queue rather than failed for good.
+            try? self.journal.release(run.id, attempt: attempt, instance: self.instanceID)
         case .failed:
             // Tried for as long as the lease holds (a database restart is
             // what often fails an export): then the failure stands on every
