@@ -154,7 +154,7 @@ public struct ContentStore: Sendable {
 
     /// The folder name `instance` writes its partial files in.
     public static func partialFolderName(of instance: String) -> String {
-        ContentStore(root: "/", instance: instance).partialFolder.split(separator: "/").last.map(String.init) ?? ""
+        Self.folderName(instance)
     }
 
     /// Removes the files of another gateway's partial folder that were last

@@ -16,6 +16,11 @@ enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// True for a SHA-256 as the cache names files: 64 lower-case hex digits.
+    static func isSHA256(_ text: some StringProtocol) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// The value of one hex digit (either case), nil for any other byte
     /// (`UInt8(_:radix:)` would also take a sign).
     static func value(_ byte: UInt8) -> UInt8? {

@@ -108,6 +108,12 @@ extension ExportJournal {
             totalRows: int(11), sizeBytes: int(12), sha256: row[13], gzipSizeBytes: int(14), gzipSha256: row[15], error: row[16])
     }
 
+    /// A PostgreSQL array literal of plain values (UUIDs, numbers, hex, NULL),
+    /// for one `$n::type[]` parameter.
+    static func array(_ values: [String]) -> String {
+        "{" + values.joined(separator: ",") + "}"
+    }
+
     /// The first column of the first row, if any.
     static func cell(_ rows: [[String?]]) -> String? {
         rows.first.flatMap { $0.first } ?? nil
@@ -274,7 +280,6 @@ extension ExportJournal {
     /// answer was cancelled, or claimed by another gateway after the lease ran out).
     func renew(_ renewals: [Renewal], instance: String, leaseSeconds: Int) throws -> Set<UUID> {
         guard !renewals.isEmpty else { return [] }
-        func array(_ values: [String]) -> String { "{" + values.joined(separator: ",") + "}" }
         let rows = try self.run("renew") { db in
             try db.execute(
                 """
@@ -285,8 +290,8 @@ extension ExportJournal {
                 RETURNING r.id
                 """,
                 parameters: [
-                    instance, String(leaseSeconds), array(renewals.map(\.id.uuidString)), array(renewals.map { String($0.attempt) }),
-                    array(renewals.map { String($0.rows) }), array(renewals.map { String($0.bytes) }), array(renewals.map { $0.totalRows.map(String.init) ?? "NULL" }),
+                    instance, String(leaseSeconds), Self.array(renewals.map(\.id.uuidString)), Self.array(renewals.map { String($0.attempt) }),
+                    Self.array(renewals.map { String($0.rows) }), Self.array(renewals.map { String($0.bytes) }), Self.array(renewals.map { $0.totalRows.map(String.init) ?? "NULL" }),
                 ])
         }
         return Set(rows.compactMap { row in row.first.flatMap { $0 }.flatMap(UUID.init(uuidString:)) })
@@ -406,7 +411,7 @@ extension ExportJournal {
                 SELECT s FROM unnest($1::text[]) AS s
                 WHERE NOT EXISTS (SELECT 1 FROM gateway.exports WHERE sha256 = s AND expired_at IS NULL AND cancelled_at IS NULL)
                   AND NOT EXISTS (SELECT 1 FROM gateway.exports WHERE gzip_sha256 = s AND expired_at IS NULL AND cancelled_at IS NULL)
-                """, parameters: ["{" + hashes.joined(separator: ",") + "}"])
+                """, parameters: [Self.array(hashes)])
         }
         return Set(rows.compactMap { $0.first ?? nil })
     }
@@ -462,7 +467,7 @@ extension ExportJournal {
         guard !ids.isEmpty else { return [] }
         return try self.run("runs") { db in
             try db.execute("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = ANY($1::uuid[])",
-                parameters: ["{" + ids.map(\.uuidString).joined(separator: ",") + "}"])
+                parameters: [Self.array(ids.map(\.uuidString))])
         }.compactMap(Self.runRow)
     }
 
@@ -471,7 +476,7 @@ extension ExportJournal {
         guard !ids.isEmpty else { return [:] }
         let rows = try self.run("exports") { db in
             try db.execute("SELECT id, cancelled_at IS NOT NULL FROM gateway.exports WHERE id = ANY($1::uuid[])",
-                parameters: ["{" + ids.map(\.uuidString).joined(separator: ",") + "}"])
+                parameters: [Self.array(ids.map(\.uuidString))])
         }
         var states: [UUID: Bool] = [:]
         for row in rows {

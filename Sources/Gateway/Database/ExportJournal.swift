@@ -147,7 +147,7 @@ final class ExportJournal: Sendable {
         guard !ids.isEmpty else { return }
         try self.run("expire") { db in
             try db.execute("UPDATE gateway.exports SET expired_at = coalesce(expired_at, now()) WHERE id = ANY($1::uuid[])",
-                parameters: ["{" + ids.map(\.uuidString).joined(separator: ",") + "}"])
+                parameters: [Self.array(ids.map(\.uuidString))])
         }
     }
 

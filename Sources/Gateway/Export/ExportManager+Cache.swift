@@ -144,7 +144,7 @@ extension ExportManager {
     func removeUnreferenced(_ path: String) {
         let name = path.split(separator: "/").last.map(String.init) ?? ""
         let sha = String(name.prefix(64))
-        guard sha.utf8.count == 64 else {
+        guard Hex.isSHA256(sha) else {
             self.store.removeObject(atPath: path)
             return
         }

@@ -37,7 +37,7 @@ extension ExportManager {
     func removeUnreferencedObjects() {
         let names = self.store.objectNames()
         let unheld = self.state.withLock { state in names.filter { !state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) } }
-        let hashes = unheld.map { String($0.prefix(64)) }.filter { $0.utf8.count == 64 && $0.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        let hashes = unheld.map { String($0.prefix(64)) }.filter(Hex.isSHA256)
         guard let candidates = try? self.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
         for name in unheld where candidates.contains(String(name.prefix(64))) {
             self.removeUnreferenced(self.store.objectsDirectory + "/" + name)

@@ -128,7 +128,7 @@ extension ExportManager {
 
     /// The published file with this hash and size, if it is still in the cache.
     func onDisk(_ sha256: String?, _ size: Int?, suffix: String) -> PublishedFile? {
-        guard let sha256, let size, sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        guard let sha256, let size, Hex.isSHA256(sha256) else { return nil }
         let path = self.store.objectPath(sha256: sha256, suffix: suffix)
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), (attributes[.size] as? Int) == size else { return nil }
         return PublishedFile(path: path, size: size, sha256: sha256)
