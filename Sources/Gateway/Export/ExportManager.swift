@@ -522,13 +522,21 @@ final class ExportManager: Service, Sendable {
                 partialName: partialName,
                 reserve: { self.reserve($0, for: run.id, writing: run) },
                 install: { sealed, rows in
-                    try self.pools.files.runAndWait {
-                        try self.install(sealed, holder: run, producer: run.id) { rename in
-                            let published = try self.journal.publish(sealed, runID: run.id, attempt: attempt, instance: self.instanceID, rows: rows, rename: rename)
-                            // Claimed by another gateway meanwhile: this one's file is not the export's.
-                            if published == nil { _ = run.interrupt() }
-                            return published
+                    do {
+                        return try self.pools.files.runAndWait {
+                            try self.install(sealed, holder: run, producer: run.id) { rename in
+                                let published = try self.journal.publish(sealed, runID: run.id, attempt: attempt, instance: self.instanceID, rows: rows, rename: rename)
+                                // Claimed by another gateway meanwhile: this one's file is not the export's.
+                                if published == nil { _ = run.interrupt() }
+                                return published
+                            }
                         }
+                    } catch is CancellationError {
+                        // The files thread stopped: the process is stopping (a
+                        // cancelled service group may stop the pools before the
+                        // manager hears of it). An interruption, not a failure.
+                        _ = run.interrupt()
+                        throw CacheError.cancelled()
                     }
                 },
                 discarded: { self.endPartial(run.id) },
