@@ -74,8 +74,14 @@ let package = Package(
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
-            // The OpenAPI document, compiled into the binary (no bundle to ship beside it).
-            resources: [.embedInCode("Resources/openapi.json")],
+            // The OpenAPI document and the page's files, compiled into the
+            // binary (no bundle to ship beside it).
+            resources: [
+                .embedInCode("Resources/openapi.json"),
+                .embedInCode("Resources/page/page.html"),
+                .embedInCode("Resources/page/page.css"),
+                .embedInCode("Resources/page/page.js"),
+            ],
             swiftSettings: swiftSettings
         ),
         // zlib for the load test's gzip check. Not CompressNIO: its inflate does not

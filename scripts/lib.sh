@@ -21,18 +21,33 @@ ensure_packages() {
     command -v aria2c >/dev/null || missing+=(aria2)
     # The OpenAPI and metrics checks run Python tools from PyPI in a venv.
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-    if [ ${#missing[@]} -gt 0 ]; then
-        if [ "$(id -u)" != 0 ]; then
-            echo "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
-            return 1
-        fi
-        echo "installing ${missing[*]}" >&2
-        # The postgresql package would start a cluster of its own; we run ours.
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        rm -f /usr/sbin/policy-rc.d
-    fi
+    install_packages "${missing[@]}"
     command -v swift >/dev/null || { echo "swift is not on PATH" >&2; return 1; }
+}
+
+# What only the tests need: the page's test drives Debian's Chromium with its
+# driver and Debian's Selenium, for /usr/bin/python3 (PyPI's Selenium needs
+# newer dependencies than the package mirror has).
+ensure_test_packages() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    /usr/bin/python3 -c 'import selenium' 2>/dev/null || missing+=(python3-selenium)
+    install_packages "${missing[@]}"
+}
+
+# apt-get install of the packages named, if any (as root; else says what is missing).
+install_packages() {
+    [ $# -gt 0 ] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: $*; install them (apt-get install $*) or run as root" >&2
+        return 1
+    fi
+    echo "installing $*" >&2
+    # The postgresql package would start a cluster of its own; we run ours.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
 }
 
 # Runs a command as the owner of the cluster: PostgreSQL refuses to run as

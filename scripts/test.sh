@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_packages
+ensure_test_packages
 
 pg_dir=$(mktemp -d /tmp/csv-gateway-test-pg.XXXXXX)
 chmod 755 "$pg_dir"

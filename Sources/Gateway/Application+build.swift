@@ -44,6 +44,7 @@ func buildRouter(manager: ExportManager, health: HealthProbe, buffers: ReadBuffe
     HealthController(probe: health, access: access.mode, journalLoaded: { manager.isJournalLoaded }).addRoutes(to: router)
     MetricsController(manager: manager).addRoutes(to: router)
     OpenAPIController().addRoutes(to: router)
+    PageController().addRoutes(to: router)
     return router
 }
 

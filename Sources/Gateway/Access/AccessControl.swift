@@ -5,7 +5,7 @@ import Hummingbird
 /// Who may do what: the API tokens, the signed links and the metrics
 /// token, and the one decision of who a request acts for (`caller`).
 ///
-/// - `/health` and `/openapi.json` are open to all.
+/// - `/health`, `/openapi.json` and the page (`/`, `/ui/…`) are open to all.
 /// - `/metrics` needs METRICS_TOKEN when it is set; else, when API tokens are
 ///   set, any API token (its counters tell of other owners' exports);
 ///   else it is open, as the API is.
@@ -44,9 +44,14 @@ struct AccessControl: Sendable {
         path.split(separator: "/", omittingEmptySubsequences: true)
     }
 
-    /// Paths anyone may ask for.
+    /// The last segment of the download paths a signed link opens.
+    static let downloadForms: Set<Substring> = ["download", "download.csv", "download.csv.gz"]
+
+    /// Paths anyone may ask for: health, the API's description, and the
+    /// page's static files (they hold nothing of anyone's; the page asks
+    /// for a token before it calls the API).
     static func isPublic(_ segments: [Substring]) -> Bool {
-        segments == ["health"] || segments == ["openapi.json"]
+        segments == ["health"] || segments == ["openapi.json"] || PageController.serves(segments)
     }
 
     static func isMetrics(_ segments: [Substring]) -> Bool {
@@ -57,8 +62,9 @@ struct AccessControl: Sendable {
     func caller(for request: Request) throws(APIError) -> Caller {
         let raw = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
         if let query = request.uri.query, !query.isEmpty {
-            // Exactly `/exports/<id>/download`: a link is judged on its exact bytes.
-            let isDownload = raw.count == 4 && raw[0].isEmpty && raw[1] == "exports" && raw[3] == "download"
+            // Exactly `/exports/<id>/download` (or `.csv`, `.csv.gz`, the same
+            // download in one form): a link is judged on its exact bytes.
+            let isDownload = raw.count == 4 && raw[0].isEmpty && raw[1] == "exports" && Self.downloadForms.contains(raw[3])
             if isDownload || Self.carriesLink(query) {
                 let idText = isDownload ? String(raw[2]) : ""
                 guard isDownload, self.links.verify(idText: idText, query: query), let id = UUID(uuidString: idText) else { throw APIError.badLink() }

@@ -77,6 +77,9 @@ final class ExportJournal: Sendable {
         CREATE INDEX IF NOT EXISTS exports_run_id_idx ON gateway.exports (run_id);
         CREATE INDEX IF NOT EXISTS exports_sha256_idx ON gateway.exports (sha256);
         CREATE INDEX IF NOT EXISTS exports_gzip_sha256_idx ON gateway.exports (gzip_sha256);
+        -- The pages of GET /exports: one token's, or all, newest first.
+        CREATE INDEX IF NOT EXISTS exports_owner_created_idx ON gateway.exports (owner, created_at, id);
+        CREATE INDEX IF NOT EXISTS exports_created_idx ON gateway.exports (created_at, id);
         """ + runsSchema
 
     private let settings: PostgresSettings
@@ -110,7 +113,8 @@ final class ExportJournal: Sendable {
 
     /// True when the newest of `schema`'s objects exist (update it with the schema).
     static let schemaIsCurrent = """
-        SELECT count(*) = 3 FROM information_schema.columns WHERE table_schema = 'gateway' AND (
+        SELECT count(*) = 3 AND to_regclass('gateway.exports_created_idx') IS NOT NULL
+        FROM information_schema.columns WHERE table_schema = 'gateway' AND (
             (table_name = 'exports' AND column_name = 'owner') OR (table_name = 'runs' AND column_name = 'query')
             OR (table_name = 'runs' AND column_name = 'joinable'))
         """

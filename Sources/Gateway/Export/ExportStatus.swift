@@ -11,6 +11,9 @@ struct ExportStatus: Encodable, Sendable {
     }
 
     let exportId: UUID
+    /// What the export reads and how it writes it: the request's parameters,
+    /// normalised (`ExportRequest.canonicalQuery`), as `POST /exports/csv` takes them.
+    let query: String
     let status: ExportLifecycle.Status
     let rowsWritten: Int
     let bytesWritten: Int
@@ -35,6 +38,7 @@ struct ExportStatus: Encodable, Sendable {
         let lifecycle = run.lifecycle
         let status = cancelledAt == nil ? lifecycle.status : .cancelled
         self.exportId = job.id
+        self.query = job.request.canonicalQuery
         self.status = status
         self.rowsWritten = run.rowsWritten
         self.bytesWritten = run.bytesWritten
@@ -79,13 +83,14 @@ struct ExportStatus: Encodable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case exportId, status, rowsWritten, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
+        case exportId, query, status, rowsWritten, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
             etaSeconds, createdAt, startedAt, completedAt, sizeBytes, sha256, gzipSizeBytes, gzipSha256, error, downloadUrl, links
     }
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(self.exportId.uuidString.lowercased(), forKey: .exportId)
+        try c.encode(self.query, forKey: .query)
         try c.encode(self.status, forKey: .status)
         try c.encode(self.rowsWritten, forKey: .rowsWritten)
         try c.encode(self.bytesWritten, forKey: .bytesWritten)

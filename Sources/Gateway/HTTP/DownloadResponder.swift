@@ -45,7 +45,23 @@ struct DownloadResponder: Sendable {
 
     private var threadPool: NIOThreadPool { self.manager.pools.downloads }
 
-    func response(for job: ExportJob, request: Request, extraHeaders: HTTPFields = [:]) async throws -> Response {
+    /// Which representation a download path asks for.
+    enum Form: Sendable {
+        /// `/download`: the CSV, or its gzip form with `Content-Encoding: gzip`
+        /// when the client prefers it (what curl, wget and scripts use).
+        case negotiated
+        /// `/download.csv`: always the CSV, whatever `Accept-Encoding` says.
+        /// Browsers send `Accept-Encoding: gzip` and decode what they save, so
+        /// a negotiated download lands decoded under a `.gz` name, and their
+        /// resume (`Range` with `Accept-Encoding: identity`) never matches the
+        /// gzip ETag: this path gives them one representation to save and resume.
+        case csv
+        /// `/download.csv.gz`: the gzip form as a file of its own
+        /// (`application/gzip`, no `Content-Encoding`), saved as it is sent.
+        case gzipFile
+    }
+
+    func response(for job: ExportJob, request: Request, form: Form = .negotiated, extraHeaders: HTTPFields = [:]) async throws -> Response {
         switch job.status {
         case .cancelled: throw APIError.exportCancelled()
         case .failed: throw APIError.exportFailed(job.snapshot().error ?? "unknown error")
@@ -54,24 +70,38 @@ struct DownloadResponder: Sendable {
         var headers = extraHeaders
         headers[.contentType] = "text/csv; charset=utf-8"
         headers[.contentDisposition] = Self.contentDisposition(job, gzip: false)
-        headers[.vary] = "Accept-Encoding"
         var file = job.file
-        if AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
-            // HEAD never starts a compressor: without a gzip form yet, it gets
-            // the head a GET would get, that of a live gzip form (chunked, no
-            // length), or of the CSV when no compressor is free. A GET whose
-            // form cannot be made now (GZIP_WORKERS + GZIP_QUEUE busy) gets the CSV.
-            let isHead = request.method == .head
+        // HEAD never starts a compressor: without a gzip form yet, it gets
+        // the head a GET would get, that of a live gzip form (chunked, no
+        // length), or of the CSV when no compressor is free. A GET whose
+        // form cannot be made now (GZIP_WORKERS + GZIP_QUEUE busy) gets the
+        // CSV, or for `.csv.gz` a 503 to retry.
+        let isHead = request.method == .head
+        switch form {
+        case .csv:
+            break
+        case .negotiated:
+            headers[.vary] = "Accept-Encoding"
+            guard AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) else { break }
+            headers[.contentEncoding] = "gzip"
+            headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
             if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
-                headers[.contentEncoding] = "gzip"
-                headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
                 file = gzip
             } else if isHead, self.manager.couldStartGzip {
-                headers[.contentEncoding] = "gzip"
-                headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
-                headers[.cacheControl] = "no-store"
-                // A body of unknown length, as the GET's: HEAD then sends no length.
-                return Response(status: .ok, headers: headers, body: ResponseBody { writer in try await writer.finish(nil) })
+                return Self.liveHead(headers)
+            } else {
+                headers[.contentEncoding] = nil
+                headers[.contentDisposition] = Self.contentDisposition(job, gzip: false)
+            }
+        case .gzipFile:
+            headers[.contentType] = "application/gzip"
+            headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
+            if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
+                file = gzip
+            } else if isHead, self.manager.couldStartGzip {
+                return Self.liveHead(headers)
+            } else {
+                throw APIError.unavailable("every compressor is busy (GZIP_WORKERS, GZIP_QUEUE); retry shortly, or download the CSV", retryAfterSeconds: 5)
             }
         }
 
@@ -99,6 +129,14 @@ struct DownloadResponder: Sendable {
         }
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, chunkSize: self.liveChunkSize))
+    }
+
+    /// The head of a gzip form not made yet, as a GET would begin it: a body
+    /// of unknown length, so HEAD sends no length.
+    private static func liveHead(_ headers: HTTPFields) -> Response {
+        var headers = headers
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in try await writer.finish(nil) })
     }
 
     /// `attachment; filename="users-<yyyymmdd>-<first 8 of the id>.csv"` (`.csv.gz`

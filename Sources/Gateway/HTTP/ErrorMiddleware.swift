@@ -41,8 +41,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         switch Array(parts) {
         case ["exports", "csv"]: return ["GET", "POST"]
-        case ["health"], ["metrics"], ["openapi.json"]: return ["GET"]
-        case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil && (p[2] == "status" || p[2] == "download"):
+        case ["exports"], ["health"], ["metrics"], ["openapi.json"]: return ["GET"]
+        case [""], ["ui", "page.js"], ["ui", "page.css"]: return ["GET", "HEAD"]
+        case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil
+            && ["status", "download", "download.csv", "download.csv.gz"].contains(p[2]):
             return ["GET", "HEAD"]
         case let p where p.count == 2 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil:
             return ["DELETE"]

@@ -24,11 +24,14 @@ struct ExportController: Sendable {
         router.head("/exports/:id/status") { _, context in
             Self.headersOnly(try await self.status(context.parameters.get("id"), caller: Self.caller(context, api: true)))
         }
-        router.get("/exports/:id/download") { request, context in
-            try await self.download(request, id: context.parameters.get("id"), caller: Self.caller(context, api: false))
-        }
-        router.head("/exports/:id/download") { request, context in
-            Self.headersOnly(try await self.download(request, id: context.parameters.get("id"), caller: Self.caller(context, api: false)))
+        router.get("/exports") { request, context in try await self.list(request, caller: Self.caller(context, api: true)) }
+        for (path, form) in [("download", DownloadResponder.Form.negotiated), ("download.csv", .csv), ("download.csv.gz", .gzipFile)] {
+            router.get("/exports/:id/\(path)") { request, context in
+                try await self.download(request, id: context.parameters.get("id"), form: form, caller: Self.caller(context, api: false))
+            }
+            router.head("/exports/:id/\(path)") { request, context in
+                Self.headersOnly(try await self.download(request, id: context.parameters.get("id"), form: form, caller: Self.caller(context, api: false)))
+            }
         }
         router.delete("/exports/:id") { _, context in try await self.delete(context.parameters.get("id"), caller: Self.caller(context, api: true)) }
     }
@@ -75,11 +78,76 @@ struct ExportController: Sendable {
         return try self.statusResponse(job, status: .ok)
     }
 
-    func download(_ request: Request, id: String?, caller: Caller) async throws -> Response {
+    func download(_ request: Request, id: String?, form: DownloadResponder.Form, caller: Caller) async throws -> Response {
         let job = try await self.job(id, caller: caller)
-        return try await self.downloads.response(for: job, request: request, extraHeaders: [
+        return try await self.downloads.response(for: job, request: request, form: form, extraHeaders: [
             Self.exportIDHeader: job.id.uuidString.lowercased(),
         ])
+    }
+
+    /// `GET /exports?limit=&cursor=`: the caller's exports, newest first, as
+    /// `{"exports": [status…], "nextCursor": …}`, with a `Link: rel="next"`
+    /// header while there is a next page.
+    func list(_ request: Request, caller: Caller) async throws -> Response {
+        let (limit, cursor): (Int, ExportCursor?)
+        do {
+            (limit, cursor) = try Self.listParameters(request.uri.query)
+        } catch {
+            throw APIError.invalidParameter(error)
+        }
+        switch await self.manager.list(for: caller, after: cursor, limit: limit) {
+        case .unknownYet: throw APIError.journalNotLoaded()
+        case .unavailable: throw APIError.journalUnavailable()
+        case .page(let page):
+            let entries = page.jobs.map { job in
+                var json = job.snapshot()
+                json.downloadUrl = self.links.downloadLink(for: job.id)
+                return json
+            }
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            let next = page.next?.text
+            if let next { headers[HTTPField.Name("Link")!] = "</exports?limit=\(limit)&cursor=\(next)>; rel=\"next\"" }
+            return try JSONBody.response(status: .ok, ExportList(exports: entries, nextCursor: next), headers: headers)
+        }
+    }
+
+    /// `limit` (1 to 100, default 20) and `cursor`, each at most once; nothing else.
+    static func listParameters(_ query: String?) throws(ParameterError) -> (limit: Int, cursor: ExportCursor?) {
+        var limit = 20
+        var cursor: ExportCursor?
+        var seen: Set<String> = []
+        for (name, value) in try QueryString.parse(query) {
+            guard seen.insert(name).inserted else { throw ParameterError(parameter: name, message: "\(name) may be given once") }
+            switch name {
+            case "limit":
+                guard (1...3).contains(value.utf8.count), value.utf8.allSatisfy(ASCII.isDigit), let number = Int(value), (1...100).contains(number) else {
+                    throw ParameterError(parameter: "limit", message: "limit must be a whole number from 1 to 100 (default 20)")
+                }
+                limit = number
+            case "cursor":
+                guard let parsed = ExportCursor(value) else {
+                    throw ParameterError(parameter: "cursor", message: "cursor must be the nextCursor of an earlier page, as it was given")
+                }
+                cursor = parsed
+            default:
+                throw ParameterError(parameter: name, message: "unknown parameter \(name); allowed: limit, cursor", allowed: ["limit", "cursor"])
+            }
+        }
+        return (limit, cursor)
+    }
+
+    /// The body of `GET /exports`. `nextCursor` is written as `null` on the last page.
+    struct ExportList: Encodable {
+        let exports: [ExportStatus]
+        let nextCursor: String?
+
+        private enum CodingKeys: String, CodingKey { case exports, nextCursor }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(self.exports, forKey: .exports)
+            try c.encode(self.nextCursor, forKey: .nextCursor)
+        }
     }
 
     /// Cancels a queued or running export (200 with its status), or deletes an

@@ -1,0 +1,538 @@
+// The page for people: starts, watches, cancels and downloads exports
+// through the same API as every other client. No framework, no build step,
+// nothing fetched from anywhere but this gateway.
+//
+// - The token (when the gateway has tokens) lives in this tab's
+//   sessionStorage and goes in the Authorization header, never in a URL.
+//   Downloads use the signed links of the status JSON, so the browser's own
+//   download manager fetches (and resumes) them without a token.
+// - Every value is judged by the API, which answers a bad one with
+//   {"parameter": …, "message": …}: the message is shown next to that field.
+// - The list is polled: every second while an export is queued or running,
+//   every 10 s otherwise (another tab or client may start one).
+// - Data from the server only ever reaches the page as text (textContent).
+'use strict';
+
+(() => {
+  const COLUMNS = ['id', 'email', 'full_name', 'country_code', 'subscription_tier', 'lifetime_value', 'created_at', 'last_login_at', 'notes'];
+  const FIELDS = ['country_code', 'subscription_tier', 'min_ltv', 'columns', 'delimiter', 'quoteChar', 'header', 'nullAs', 'bom', 'lineEnding', 'excel'];
+  const TOKEN_KEY = 'csv-gateway-token';
+  const PAGE_SIZE = 20;
+  const ACTIVE = new Set(['queued', 'running']);
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    tokensOn: false,
+    token: sessionStorage.getItem(TOKEN_KEY) || '',
+    items: new Map(),     // export id -> { data, element }
+    cursor: null,         // the next page after those shown, if any
+    timer: null,
+    stopped: false,       // polling waits for a token
+  };
+
+  // MARK: API
+
+  class APIFailure extends Error {
+    constructor(status, body, retryAfter) {
+      super((body && body.message) || `the gateway answered ${status}`);
+      this.status = status;
+      this.body = body || {};
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  async function api(method, path) {
+    const headers = { Accept: 'application/json' };
+    if (state.tokensOn && state.token) headers.Authorization = `Bearer ${state.token}`;
+    let response;
+    try {
+      response = await fetch(path, { method, headers, cache: 'no-store', credentials: 'omit' });
+    } catch (error) {
+      throw new APIFailure(0, { message: 'the gateway cannot be reached' });
+    }
+    if (response.status === 204) return null;
+    let body = null;
+    try { body = await response.json(); } catch (error) { body = null; }
+    if (!response.ok) throw new APIFailure(response.status, body, response.headers.get('Retry-After'));
+    return body;
+  }
+
+  // MARK: Access
+
+  async function loadAccess() {
+    const note = $('access-note');
+    let health = null;
+    try {
+      const response = await fetch('/health', { cache: 'no-store', credentials: 'omit' });
+      health = await response.json();
+    } catch (error) {
+      note.textContent = 'The gateway does not answer. This page will try again.';
+      return false;
+    }
+    state.tokensOn = health.access === 'tokens';
+    if (state.tokensOn) {
+      $('token-section').hidden = false;
+      note.textContent = 'This gateway needs an API token. Each token sees only the exports made with it.';
+      $('token').value = state.token;
+    } else {
+      $('token-section').hidden = true;
+      const why = /ALLOW_ANONYMOUS/.test(health.access || '') ? 'ALLOW_ANONYMOUS is set' : 'it listens on this machine only';
+      note.textContent = `This gateway is open: no token is needed (${why}), and every export is listed.`;
+    }
+    if (health.status !== 'ok') note.textContent += ' It reports a problem just now: ' + describeHealth(health) + '.';
+    return true;
+  }
+
+  function describeHealth(health) {
+    return ['database', 'cache', 'journal'].filter((part) => health[part] && health[part] !== 'ok')
+      .map((part) => `${part}: ${health[part]}`).join(', ') || 'unhealthy';
+  }
+
+  function setupToken() {
+    $('token-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      state.token = $('token').value.trim();
+      if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token); else sessionStorage.removeItem(TOKEN_KEY);
+      $('token-error').textContent = '';
+      $('token').removeAttribute('aria-invalid');
+      clearList();
+      state.stopped = false;
+      refresh();
+    });
+    $('token-forget').addEventListener('click', () => {
+      state.token = '';
+      sessionStorage.removeItem(TOKEN_KEY);
+      $('token').value = '';
+      clearList();
+      needToken('Give a token to see and start exports.');
+    });
+  }
+
+  function needToken(message) {
+    state.stopped = true;
+    $('token-error').textContent = message;
+    $('token').setAttribute('aria-invalid', 'true');
+    $('list-note').textContent = 'No exports shown: the gateway needs a valid token.';
+  }
+
+  // MARK: The form
+
+  function setupForm() {
+    const list = $('column-list');
+    for (const name of COLUMNS) {
+      const item = document.createElement('li');
+      item.dataset.column = name;
+      const label = document.createElement('label');
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.checked = true;
+      box.value = name;
+      box.name = 'column';
+      label.append(box, ' ', name);
+      const up = moveButton('↑', `Move ${name} up`, -1);
+      const down = moveButton('↓', `Move ${name} down`, 1);
+      item.append(label, up, down);
+      list.append(item);
+    }
+    const form = $('export-form');
+    form.addEventListener('submit', (event) => { event.preventDefault(); startExport(); });
+    form.addEventListener('reset', () => {
+      // After the browser has reset the fields: put the column order back too.
+      setTimeout(() => {
+        for (const name of COLUMNS) list.append(list.querySelector(`[data-column="${name}"]`));
+        clearErrors();
+      });
+    });
+    $('excel').addEventListener('change', () => {
+      // The preset's own values, which the person may still change.
+      $('bom').checked = $('excel').checked;
+      $('lineEnding').value = $('excel').checked ? 'crlf' : 'lf';
+    });
+  }
+
+  function moveButton(text, label, step) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'move secondary';
+    button.textContent = text;
+    button.setAttribute('aria-label', label);
+    button.addEventListener('click', () => {
+      const item = button.parentElement;
+      const sibling = step < 0 ? item.previousElementSibling : item.nextElementSibling;
+      if (!sibling) return;
+      if (step < 0) sibling.before(item); else sibling.after(item);
+      button.focus();
+      announce(`${item.dataset.column} is now column ${[...item.parentElement.children].indexOf(item) + 1}`);
+    });
+    return button;
+  }
+
+  /// The query string for the form's values: only what differs from the
+  /// API's defaults, so the request reads as the person set it up.
+  function formQuery() {
+    const params = [];
+    const add = (name, value) => params.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`);
+    const countries = $('country_code').value.split(',').map((part) => part.trim()).filter((part) => part !== '');
+    if (countries.length) add('country_code', countries.join(','));
+    const tiers = [...document.querySelectorAll('input[name="tier"]:checked')].map((box) => box.value);
+    if (tiers.length) add('subscription_tier', tiers.join(','));
+    const minimum = $('min_ltv').value.trim();
+    if (minimum !== '') add('min_ltv', minimum);
+    const columns = [...$('column-list').children].filter((item) => item.querySelector('input').checked).map((item) => item.dataset.column);
+    if (columns.join(',') !== COLUMNS.join(',')) add('columns', columns.join(','));
+    if ($('delimiter').value !== ',') add('delimiter', $('delimiter').value);
+    if ($('quoteChar').value !== '"') add('quoteChar', $('quoteChar').value);
+    if (!$('header').checked) add('header', 'false');
+    if ($('nullAs').value !== '') add('nullAs', $('nullAs').value);
+    const excel = $('excel').checked;
+    if (excel) add('excel', 'true');
+    // With the preset, only a change from its BOM and CRLF is sent (an explicit value wins).
+    if ($('bom').checked !== excel) add('bom', String($('bom').checked));
+    const crlf = $('lineEnding').value === 'crlf';
+    if (crlf !== excel) add('lineEnding', $('lineEnding').value);
+    return params.join('&');
+  }
+
+  function clearErrors() {
+    $('form-error').textContent = '';
+    for (const name of FIELDS) {
+      const error = $(`${name}-error`);
+      if (error) error.textContent = '';
+      const field = $(name);
+      if (field) field.removeAttribute('aria-invalid');
+    }
+  }
+
+  function showFieldError(parameter, message) {
+    const error = FIELDS.includes(parameter) ? $(`${parameter}-error`) : null;
+    if (!error) {
+      $('form-error').textContent = message;
+      return;
+    }
+    error.textContent = message;
+    const field = $(parameter);
+    field.setAttribute('aria-invalid', 'true');
+    const focusable = field.matches('input, select') ? field : field.querySelector('input, select');
+    if (focusable) focusable.focus();
+  }
+
+  async function startExport() {
+    clearErrors();
+    if (state.tokensOn && !state.token) {
+      $('form-error').textContent = 'Give your API token above first.';
+      $('token').focus();
+      return;
+    }
+    const button = $('start');
+    button.disabled = true;
+    try {
+      const query = formQuery();
+      const data = await api('POST', '/exports/csv' + (query ? `?${query}` : ''));
+      upsert(data, { prepend: true });
+      announce(`Export ${shortID(data.exportId)} started`);
+      $('list-note').textContent = '';
+      schedule(1000);
+    } catch (error) {
+      if (error.status === 400 && error.body.parameter) {
+        showFieldError(error.body.parameter, error.body.message);
+      } else if (error.status === 401) {
+        needToken('The gateway did not accept this token.');
+        $('form-error').textContent = 'The gateway did not accept the token.';
+      } else {
+        const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : '';
+        $('form-error').textContent = `The export was not started: ${error.message}.${retry}`;
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // MARK: The list
+
+  function clearList() {
+    state.items.clear();
+    state.cursor = null;
+    $('exports').replaceChildren();
+    $('more').hidden = true;
+  }
+
+  async function refresh() {
+    clearTimeout(state.timer);
+    if (state.tokensOn && !state.token) { needToken('Give a token to see and start exports.'); return; }
+    if (state.stopped) return;
+    try {
+      const page = await api('GET', `/exports?limit=${PAGE_SIZE}`);
+      const seen = new Set();
+      for (const data of page.exports) { upsert(data); seen.add(data.exportId); }
+      // Exports on the first page before that are not on it now were deleted;
+      // older ones shown by "Show older" are looked at one by one while active.
+      const newest = page.exports.length ? page.exports[page.exports.length - 1].createdAt : null;
+      for (const [id, item] of state.items) {
+        // Just started here: a list read before its 202 may not have it yet.
+        if (seen.has(id) || Date.now() - item.startedHere < 5000) continue;
+        const onFirstPage = newest !== null && item.data.createdAt >= newest;
+        if (onFirstPage || page.nextCursor === null) { removeItem(id); continue; }
+        if (ACTIVE.has(item.data.status)) await refreshOne(id);
+      }
+      if (state.cursor === null && !state.shownOlder) {
+        state.cursor = page.nextCursor;
+        $('more').hidden = page.nextCursor === null;
+      }
+      $('list-note').textContent = state.items.size ? '' : 'No exports yet. Start one with the form above.';
+    } catch (error) {
+      if (error.status === 401) { needToken('The gateway did not accept this token.'); return; }
+      $('list-note').textContent = `The list could not be updated (${error.message}); trying again.`;
+    }
+    const active = [...state.items.values()].some((item) => ACTIVE.has(item.data.status));
+    schedule(active ? 1000 : 10000);
+  }
+
+  async function refreshOne(id) {
+    try {
+      upsert(await api('GET', `/exports/${id}/status`));
+    } catch (error) {
+      if (error.status === 404 || error.status === 410) removeItem(id);
+    }
+  }
+
+  async function showOlder() {
+    if (!state.cursor) return;
+    const button = $('more');
+    button.disabled = true;
+    try {
+      const page = await api('GET', `/exports?limit=${PAGE_SIZE}&cursor=${encodeURIComponent(state.cursor)}`);
+      for (const data of page.exports) upsert(data);
+      state.cursor = page.nextCursor;
+      state.shownOlder = true;
+      button.hidden = page.nextCursor === null;
+    } catch (error) {
+      $('list-note').textContent = `Older exports could not be read (${error.message}).`;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function schedule(delay) {
+    clearTimeout(state.timer);
+    if (!state.stopped) state.timer = setTimeout(refresh, delay);
+  }
+
+  function removeItem(id) {
+    const item = state.items.get(id);
+    if (!item) return;
+    item.element.remove();
+    state.items.delete(id);
+  }
+
+  /// Adds an export to the list or updates it in place (so focus and the
+  /// curl box stay where they are), keeping the list newest first.
+  function upsert(data, options = {}) {
+    let item = state.items.get(data.exportId);
+    if (!item) {
+      const element = $('export-template').content.firstElementChild.cloneNode(true);
+      element.id = `export-${data.exportId}`;
+      item = { data, element, startedHere: options.prepend ? Date.now() : 0 };
+      wire(item);
+      state.items.set(data.exportId, item);
+      place(item);
+    } else if (item.data.status !== data.status && !ACTIVE.has(data.status)) {
+      announce(`Export ${shortID(data.exportId)} ${data.status}`);
+    }
+    item.data = data;
+    render(item);
+  }
+
+  function place(item) {
+    const list = $('exports');
+    const after = [...list.children].find((element) => {
+      const other = state.items.get(element.id.slice('export-'.length));
+      return other && (other.data.createdAt < item.data.createdAt || (other.data.createdAt === item.data.createdAt && other.data.exportId < item.data.exportId));
+    });
+    if (after) after.before(item.element); else list.append(item.element);
+  }
+
+  function wire(item) {
+    const element = item.element;
+    element.querySelector('.copy-curl').addEventListener('click', () => copyCurl(item));
+    element.querySelector('.cancel').addEventListener('click', () => cancelOrDelete(item, 'cancel'));
+    element.querySelector('.delete').addEventListener('click', () => cancelOrDelete(item, 'delete'));
+    const label = element.querySelector('.curl-label');
+    const text = element.querySelector('.curl-text');
+    text.id = `curl-${item.data.exportId}`;
+    label.htmlFor = text.id;
+  }
+
+  function render(item) {
+    const d = item.data;
+    const e = item.element;
+    const q = (selector) => e.querySelector(selector);
+    e.dataset.status = d.status;
+    q('.export-title').textContent = `Export ${shortID(d.exportId)} · ${formatTime(d.createdAt)}`;
+    q('.export-title').title = d.exportId;
+    q('.state').textContent = d.status;
+    q('.state').className = `state state-${d.status}`;
+    q('.summary').textContent = describeQuery(d.query);
+
+    const bar = q('progress');
+    const active = ACTIVE.has(d.status);
+    if (d.status === 'queued') bar.removeAttribute('value'); else bar.value = d.progress;
+    bar.setAttribute('aria-label', `Progress of export ${shortID(d.exportId)}`);
+    q('.percent').textContent = d.status === 'queued' ? 'waiting' : `${Math.floor(d.progress * 100)} %`;
+    const total = d.totalRows === null ? '' : ` of ${d.totalRowsExact ? '' : '~'}${formatNumber(d.totalRows)}`;
+    q('.rows').textContent = `${formatNumber(d.rowsWritten)}${total}`;
+    q('.bytes').textContent = formatBytes(d.bytesWritten);
+    q('.rate').textContent = d.rowsPerSecond === null ? '–' : `${formatNumber(Math.round(d.rowsPerSecond))} rows/s`;
+    q('.eta').textContent = d.status === 'running' && d.etaSeconds !== null ? formatSeconds(d.etaSeconds) : (d.status === 'completed' ? 'done' : '–');
+    q('.size-item').hidden = d.sizeBytes === null;
+    q('.size').textContent = d.sizeBytes === null ? '' : `${formatBytes(d.sizeBytes)} (${formatNumber(d.sizeBytes)} bytes)`;
+    q('.sha-item').hidden = d.sha256 === null;
+    q('.sha').textContent = d.sha256 || '';
+    q('.export-error').textContent = d.error ? `Failed: ${d.error}` : '';
+
+    const downloadable = active || d.status === 'completed';
+    const csv = q('.download-csv');
+    const gzip = q('.download-gzip');
+    csv.hidden = gzip.hidden = q('.copy-curl').hidden = !downloadable;
+    if (downloadable) {
+      csv.href = formLink(d.downloadUrl, '.csv');
+      gzip.href = formLink(d.downloadUrl, '.csv.gz');
+      csv.setAttribute('aria-label', `Download export ${shortID(d.exportId)} as CSV`);
+      gzip.setAttribute('aria-label', `Download export ${shortID(d.exportId)} compressed with gzip`);
+    }
+    q('.cancel').hidden = !active;
+    q('.delete').hidden = active;
+    q('.cancel').setAttribute('aria-label', `Cancel export ${shortID(d.exportId)}`);
+    q('.delete').setAttribute('aria-label', `Delete export ${shortID(d.exportId)}`);
+    if (!downloadable) q('.curl').hidden = true;
+  }
+
+  /// The signed link of `downloadUrl` for one form of the file: the same
+  /// query (expiry and signature) on `/download.csv` or `/download.csv.gz`,
+  /// which serve that form whatever the browser's Accept-Encoding says.
+  function formLink(downloadUrl, suffix) {
+    const [path, query] = downloadUrl.split('?');
+    return `${path}${suffix}${query ? `?${query}` : ''}`;
+  }
+
+  function fileName(data, suffix) {
+    const day = data.createdAt.slice(0, 10).replaceAll('-', '');
+    return `users-${day}-${data.exportId.slice(0, 8)}${suffix}`;
+  }
+
+  async function copyCurl(item) {
+    const d = item.data;
+    const url = new URL(formLink(d.downloadUrl, '.csv'), location.href).href;
+    // -C - resumes an interrupted download; -f fails (and keeps no error page) on a 4xx/5xx.
+    const command = `curl -fSL -C - -o '${fileName(d, '.csv')}' '${url}'`;
+    const box = item.element.querySelector('.curl');
+    const text = item.element.querySelector('.curl-text');
+    const note = item.element.querySelector('.curl-note');
+    box.hidden = false;
+    text.value = command;
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(command);
+      copied = true;
+    } catch (error) {
+      text.select();
+      try { copied = document.execCommand('copy'); } catch (ignored) { copied = false; }
+    }
+    note.textContent = copied
+      ? 'Copied. The link in it works without a token until it expires (LINK_TTL).'
+      : 'Copy it from the box (it is selected). The link works without a token until it expires.';
+    if (!copied) text.focus();
+    announce(copied ? 'curl command copied' : 'curl command shown, select and copy it');
+  }
+
+  async function cancelOrDelete(item, action) {
+    const id = item.data.exportId;
+    const buttons = item.element.querySelectorAll('button');
+    buttons.forEach((button) => { button.disabled = true; });
+    try {
+      const data = await api('DELETE', `/exports/${id}`);
+      if (data === null) {
+        const next = item.element.nextElementSibling || item.element.previousElementSibling;
+        removeItem(id);
+        announce(`Export ${shortID(id)} deleted`);
+        const target = next ? next.querySelector('button:not([hidden]), a:not([hidden])') : null;
+        (target || $('exports-heading')).focus();
+      } else {
+        upsert(data);
+        announce(`Export ${shortID(id)} ${data.status}`);
+        item.element.querySelector('.delete').focus();
+      }
+    } catch (error) {
+      if (error.status === 404 || error.status === 410) {
+        removeItem(id);
+      } else {
+        item.element.querySelector('.export-error').textContent = `Could not ${action} it: ${error.message}.`;
+      }
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+    }
+  }
+
+  // MARK: Text
+
+  function describeQuery(query) {
+    const params = new URLSearchParams(query || '');
+    const parts = [];
+    parts.push(params.get('country_code') ? `countries ${params.get('country_code').replaceAll(',', ', ')}` : 'all countries');
+    parts.push(params.get('subscription_tier') ? `tiers ${params.get('subscription_tier').replaceAll(',', ', ')}` : 'all tiers');
+    if (params.get('min_ltv')) parts.push(`lifetime value ≥ ${params.get('min_ltv')}`);
+    const columns = (params.get('columns') || '').split(',').filter(Boolean);
+    parts.push(columns.length === COLUMNS.length && columns.join(',') === COLUMNS.join(',') ? 'all columns' : `columns ${columns.join(', ')}`);
+    const delimiter = params.get('delimiter');
+    if (delimiter && delimiter !== ',') parts.push(`delimiter ${delimiter === '\t' ? 'tab' : delimiter === ' ' ? 'space' : delimiter}`);
+    if (params.get('quoteChar') && params.get('quoteChar') !== '"') parts.push(`quote ${params.get('quoteChar')}`);
+    if (params.get('header') === 'false') parts.push('no header');
+    if (params.get('nullAs')) parts.push(`NULL as ${params.get('nullAs')}`);
+    if (params.get('excel') === 'true') parts.push('Excel preset');
+    if (params.get('bom') === 'true') parts.push('BOM');
+    if (params.get('lineEnding') === 'crlf') parts.push('CRLF');
+    return parts.join(' · ');
+  }
+
+  const numberFormat = new Intl.NumberFormat();
+  function formatNumber(value) { return numberFormat.format(value); }
+
+  function formatBytes(value) {
+    const units = ['bytes', 'kB', 'MB', 'GB', 'TB'];
+    let amount = value;
+    let unit = 0;
+    while (amount >= 1000 && unit < units.length - 1) { amount /= 1000; unit += 1; }
+    return unit === 0 ? `${value} bytes` : `${amount.toFixed(amount < 10 ? 2 : 1)} ${units[unit]}`;
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds < 1) return 'under a second';
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    const minutes = Math.floor(seconds / 60);
+    return minutes < 90 ? `${minutes} min ${Math.round(seconds % 60)} s` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  }
+
+  function formatTime(text) {
+    const date = new Date(text);
+    return Number.isNaN(date.getTime()) ? text : date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  }
+
+  function shortID(id) { return id.slice(0, 8); }
+
+  function announce(text) {
+    const announcer = $('announcer');
+    announcer.textContent = '';
+    setTimeout(() => { announcer.textContent = text; }, 50);
+  }
+
+  // MARK: Start
+
+  async function start() {
+    setupForm();
+    setupToken();
+    $('more').addEventListener('click', showOlder);
+    while (!(await loadAccess())) await new Promise((resolve) => setTimeout(resolve, 5000));
+    refresh();
+  }
+
+  start();
+})();
