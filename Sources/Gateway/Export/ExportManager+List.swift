@@ -20,7 +20,7 @@ extension ExportManager {
     /// first. The order and the page come from the database, so exports made
     /// on other gateways are listed too; each entry is then looked up as
     /// `GET /exports/{id}/status` would (known ones from memory, with their
-    /// live progress). An export that expires or is deleted in between is
+    /// live progress; others, made on another gateway, from the database). An export that expires or is deleted in between is
     /// left out, so a page may hold fewer than `limit`.
     func list(for caller: Caller, after cursor: ExportCursor?, limit: Int) async -> ListOutcome {
         guard self.isJournalLoaded else { return .unknownYet }
@@ -38,7 +38,9 @@ extension ExportManager {
         }
         var jobs: [ExportJob] = []
         for row in rows.prefix(limit) {
-            switch await self.lookup(row.id, for: caller) {
+            // Not a use of the file: a page left open must not keep every
+            // listed export's file from eviction.
+            switch await self.lookup(row.id, for: caller, touch: false) {
             case .found(let job): jobs.append(job)
             case .expired, .notFound: continue
             case .unknownYet: return .unavailable

@@ -355,8 +355,8 @@ final class ExportManager: Service, Sendable {
     /// Finds an export for a client: one the caller may not see is not
     /// found (and nothing else happens); expired ones (past EXPORT_TTL) are
     /// removed on the spot and answered as such; a found one counts as a use
-    /// of its run for eviction.
-    func lookup(_ id: UUID, for caller: Caller) async -> Lookup {
+    /// of its run for eviction, unless `touch` is false (a listing is not a use).
+    func lookup(_ id: UUID, for caller: Caller, touch: Bool = true) async -> Lookup {
         let (known, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
         guard loaded else { return .unknownYet }
         if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired : .notFound }
@@ -375,6 +375,7 @@ final class ExportManager: Service, Sendable {
             await self.expire([job])
             return .expired
         }
+        guard touch else { return .found(job) }
         self.state.withLock { state in
             // Only for a run still kept: a forgotten one's entry would never go.
             if state.runs[job.run.id] === job.run { state.lastUsed[job.run.id] = Date() }

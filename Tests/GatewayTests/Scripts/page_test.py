@@ -18,6 +18,7 @@ saves screenshots in --out. Exit 0 when everything held, else 1 with the
 reason on stderr.
 """
 import argparse
+import base64
 import gzip
 import hashlib
 import json
@@ -126,6 +127,18 @@ def screenshot(ctx, driver, name, element_id=None):
     time.sleep(0.2)
     path = os.path.join(ctx.out, f"{ctx.mode}-{name}.png")
     driver.save_screenshot(path)
+    ctx.shots.append(path)
+
+
+def full_page_screenshot(ctx, driver, name):
+    """The whole page, beyond the window (Chromium's DevTools protocol)."""
+    size = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}})
+    path = os.path.join(ctx.out, f"{ctx.mode}-{name}.png")
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
     ctx.shots.append(path)
 
 
@@ -324,6 +337,7 @@ def export_with_options(ctx, driver):
                 values.append(float(value))
                 if not shot and 0.2 < float(value) < 0.9:
                     screenshot(ctx, driver, "desktop-running", "exports-heading")
+                    full_page_screenshot(ctx, driver, "desktop-running-full")
                     shot = True
             if status in ("completed", "failed", "cancelled"):
                 break
