@@ -10,7 +10,7 @@ this runs with /usr/bin/python3, not a venv.
 It opens the page, enters the token when the gateway has tokens, checks that
 every control has a name, tries bad values and expects the API's own message
 next to each field, starts an export with options while its COPY is slowed
-(the backend is stopped and continued) so the bar is seen moving, waits for
+(the gateway reads PostgreSQL through a slow proxy) so the bar is seen moving, waits for
 `completed`, downloads the CSV, the gzip form and the copied curl command's
 file and compares each with psql's bytes, cancels an export whose COPY waits
 on a table lock, deletes it, and looks at the page at a phone's width. It
@@ -24,10 +24,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -248,46 +246,6 @@ def check_bad_values(ctx, driver):
     check(export_count(ctx) == before, "a bad value created an export")
 
 
-class Throttle:
-    """Lets one stopped database backend run 3 ms at a time, every 0.3 s,
-    so an export of a few tens of thousands of rows takes seconds and its
-    bar can be watched. The backend is continued for good at the end."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            self.signal(signal.SIGCONT)
-            time.sleep(0.003)
-            self.signal(signal.SIGSTOP)
-            self.stop.wait(0.3)
-
-    def signal(self, sig):
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def start(self):
-        self.thread.start()
-
-    def end(self):
-        self.stop.set()
-        self.thread.join(timeout=10)
-        self.signal(signal.SIGCONT)
-
-
-def waiting_backend(ctx):
-    """The gateway's backend that waits on the test's table lock (the export's one connection)."""
-    out = ctx.psql_run("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND wait_event_type = 'Lock' AND application_name LIKE 'gateway:%'")
-    pids = [int(line) for line in out.decode().split()]
-    return pids[0] if len(pids) == 1 else None
-
-
 def wait_for_download(ctx, name, timeout=60):
     path = os.path.join(ctx.downloads, name)
 
@@ -313,39 +271,27 @@ def export_with_options(ctx, driver):
                           ", DELIMITER ';', NULL 'NULL'")
     known = {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "#exports > li.export")}
     values = []
-    # The export's first query waits on a table lock; its backend is stopped
-    # there, the lock released, and the backend then let run in slices.
-    lock = TableLock(ctx)
-    throttle = None
-    try:
-        by_id(driver, "start").click()
-        element = wait_for("the new export in the list",
-                           lambda: (lambda first: first if first is not None and first.get_attribute("id") not in known else None)(first_item(driver)))
-        export_id = element.get_attribute("id")[len("export-"):]
-        pid = wait_for("the export's backend waiting on the lock", lambda: waiting_backend(ctx))
-        throttle = Throttle(pid)
-        throttle.signal(signal.SIGSTOP)
-        lock.release()
-        throttle.start()
-        shot = False
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            element = item(driver, export_id)
-            status = element.get_attribute("data-status")
-            value = element.find_element(By.TAG_NAME, "progress").get_attribute("value")
-            if status == "running" and value not in (None, ""):
-                values.append(float(value))
-                if not shot and 0.2 < float(value) < 0.9:
-                    screenshot(ctx, driver, "desktop-running", "exports-heading")
-                    full_page_screenshot(ctx, driver, "desktop-running-full")
-                    shot = True
-            if status in ("completed", "failed", "cancelled"):
-                break
-            time.sleep(0.2)
-    finally:
-        if throttle:
-            throttle.end()
-        lock.release()
+    # The gateway reads PostgreSQL through slow_proxy.py (PageTests), so
+    # this export takes seconds and its bar can be watched.
+    by_id(driver, "start").click()
+    element = wait_for("the new export in the list",
+                       lambda: (lambda first: first if first is not None and first.get_attribute("id") not in known else None)(first_item(driver)))
+    export_id = element.get_attribute("id")[len("export-"):]
+    shot = False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        element = item(driver, export_id)
+        status = element.get_attribute("data-status")
+        value = element.find_element(By.TAG_NAME, "progress").get_attribute("value")
+        if status == "running" and value not in (None, ""):
+            values.append(float(value))
+            if not shot and 0.2 < float(value) < 0.9:
+                screenshot(ctx, driver, "desktop-running", "exports-heading")
+                full_page_screenshot(ctx, driver, "desktop-running-full")
+                shot = True
+        if status in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
     status = wait_for("the end of the export", lambda: (lambda s: s if s in ("completed", "failed", "cancelled") else None)(item_status(driver, export_id)), timeout=60)
     check(status == "completed", f"the export ended {status}")
     moving = sorted(set(v for v in values if 0 < v < 1))
