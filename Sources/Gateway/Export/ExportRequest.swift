@@ -259,7 +259,7 @@ struct ParameterError: Error, Equatable {
 
 /// A value as the client sent it, for a message: at most 40 code points
 /// (not Characters: one Character can be thousands of combining marks).
-private func quoted(_ value: some Collection<UInt8>) -> String {
+func quoted(_ value: some Collection<UInt8>) -> String {
     let scalars = String(decoding: value, as: UTF8.self).unicodeScalars
     var shown = String.UnicodeScalarView(scalars.prefix(40))
     if scalars.count > 40 { shown.append("…") }

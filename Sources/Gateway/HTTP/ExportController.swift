@@ -130,7 +130,8 @@ struct ExportController: Sendable {
                 }
                 cursor = parsed
             default:
-                throw ParameterError(parameter: name, message: "unknown parameter \(name); allowed: limit, cursor", allowed: ["limit", "cursor"])
+                let shown = quoted(name.utf8)
+                throw ParameterError(parameter: String(shown.dropFirst().dropLast()), message: "unknown parameter \(shown); allowed are limit, cursor", allowed: ["limit", "cursor"])
             }
         }
         return (limit, cursor)
