@@ -53,7 +53,6 @@ import Testing
         #expect((entry["downloadUrl"] as? String)?.hasPrefix("/exports/\(newestFirst[0])/download?expires=") == true)
         let status = try await curl(server.url("/exports/\(newestFirst[0])/status")).json
         #expect(status["query"] as? String == entry["query"] as? String)
-
         // A page's cursor still holds after newer exports are made and the
         // export it ends at is deleted: nothing repeats, nothing is skipped.
         let page1 = try await curl(server.url("/exports?limit=3"))
@@ -67,6 +66,10 @@ import Testing
         // A cursor past the oldest is an empty last page.
         let last = try await curl(server.url("/exports?limit=100")).json
         #expect(last["nextCursor"] is NSNull)
+
+        // A code or tier named twice is kept once, where it first came.
+        let repeated = try await curl(server.url("/exports/csv?country_code=us,US,us&country_code=de&subscription_tier=pro,PRO&columns=id"), method: "POST")
+        #expect((repeated.json["query"] as? String)?.hasPrefix("country_code=US%2CDE&subscription_tier=pro&columns=id&") == true, "\(repeated.json)")
     }
 
     @Test(.timeLimit(.minutes(2)))
@@ -76,7 +79,7 @@ import Testing
         let someID = UUID().uuidString.lowercased()
         let cases: [(String, String)] = [
             ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("limit=", "limit"), ("limit=%2B5", "limit"),
-            ("limit=0010", "limit"), ("limit=1&limit=2", "limit"), ("cursor=abc", "cursor"), ("cursor=", "cursor"),
+            ("limit=0010", "limit"), ("limit=01", "limit"), ("cursor=01_\(someID)", "cursor"), ("cursor=1_\(someID.uppercased())", "cursor"), ("limit=1&limit=2", "limit"), ("cursor=abc", "cursor"), ("cursor=", "cursor"),
             ("cursor=1_\(someID.uppercased())x", "cursor"), ("cursor=-1_\(someID)", "cursor"), ("cursor=1234567890123456789_\(someID)", "cursor"),
             ("status=running", "status"), ("limit=5&x=1", "x"), ("%ZZ=1", "%ZZ"),
         ]
@@ -87,12 +90,18 @@ import Testing
             #expect(result.json["parameter"] as? String == parameter, "\(query): \(result.json)")
         }
         // A valid cursor naming an export that never existed is just a position.
+        #expect(try await curl(server.url("/exports?cursor=0_\(someID)")).status == 200)
         let valid = try await curl(server.url("/exports?cursor=1_\(someID)"))
         #expect(valid.status == 200 && Self.ids(valid) == [])
         // A signed link's parameters on the list are a bad link, as anywhere but a download.
         #expect(try await curl(server.url("/exports?expires=1&signature=00")).status == 403)
         let post = try await curl(server.url("/exports"), method: "POST")
-        #expect(post.status == 405 && post.headers["allow"] == "GET")
+        #expect(post.status == 405 && post.headers["allow"] == "GET, HEAD")
+        let head = try await curl(server.url("/exports?limit=1"), method: "HEAD", ["-I"])
+        #expect(head.status == 200 && head.headers["content-type"] == "application/json; charset=utf-8")
+        for path in ["/health", "/openapi.json"] {
+            #expect(try await curl(server.url(path), method: "HEAD", ["-I"]).status == 200, "HEAD \(path)")
+        }
     }
 
     @Test(.timeLimit(.minutes(2)))

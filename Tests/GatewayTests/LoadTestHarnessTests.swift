@@ -40,14 +40,7 @@ struct LoadTestHarnessTests {
         let proxy = try RunningProcess("python3", [Self.proxyScript, "--mode", mode, "--target", String(server.port)])
         // SIGKILL: a child of the test process starts with SIGTERM blocked.
         defer { proxy.kill9() }
-        var port = 0
-        try await eventually(timeout: .seconds(10), "the proxy listens") {
-            guard let line = proxy.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
-                let last = line.split(separator: ":").last, let p = Int(last)
-            else { return false }
-            port = p
-            return true
-        }
+        let port = try await proxy.listeningPort()
         let out = try temporaryDirectory("loadtest-\(mode)")
         defer { try? FileManager.default.removeItem(atPath: out) }
         // 12 sessions with fixed choices (seed 11): live, finished, streamed,

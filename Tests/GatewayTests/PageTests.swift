@@ -38,19 +38,11 @@ import Testing
             throw BadURL()
         }
         let proxy = try RunningProcess("python3", [Self.proxyScript, "--target", String(target), "--rate", "600000"])
-        var port = 0
-        try await eventually(timeout: .seconds(10), "the proxy listens") {
-            guard let line = proxy.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
-                let last = line.split(separator: ":").last, let p = Int(last)
-            else { return false }
-            port = p
-            return true
-        }
-        var through = components
-        through.host = "127.0.0.1"
-        through.port = port
         let server: TestServer
         do {
+            var through = components
+            through.host = "127.0.0.1"
+            through.port = try await proxy.listeningPort()
             server = try await TestServer.start(databaseURL: through.string ?? direct, seed: false) { configuration in
                 if tokens {
                     configuration.access.tokens = (try? APITokens.parse(list: "alice:\(AccessTests.alice), \(AccessTests.bob)", file: nil)) ?? APITokens(tokens: [])
@@ -91,6 +83,6 @@ import Testing
         // Bob's export, which alice's page must never show.
         let bobs = try await curl(server.url("/exports/csv?columns=id"), method: "POST", AccessTests.bearer(AccessTests.bob))
         let foreign = try #require(bobs.json["exportId"] as? String)
-        try await Self.drive(server, direct: direct, ["--token", AccessTests.alice, "--foreign-id", foreign])
+        try await Self.drive(server, direct: direct, ["--token", AccessTests.alice, "--foreign-id", foreign, "--other-token", AccessTests.bob])
     }
 }

@@ -96,7 +96,7 @@ struct ValidationTests {
         let server = try await Shared.server.get()
         let id = UUID().uuidString.lowercased()
         for (method, path, allow) in [
-            ("PUT", "/exports/csv", "GET, POST"), ("DELETE", "/exports/csv", "GET, POST"), ("POST", "/health", "GET"),
+            ("PUT", "/exports/csv", "GET, POST"), ("DELETE", "/exports/csv", "GET, POST"), ("POST", "/health", "GET, HEAD"), ("POST", "/metrics", "GET"),
             ("POST", "/exports/\(id)/download", "GET, HEAD"), ("PATCH", "/exports/\(id)/status", "GET, HEAD"), ("GET", "/exports/\(id)", "DELETE"),
         ] {
             let result = try await curl(server.url(path), method: method)

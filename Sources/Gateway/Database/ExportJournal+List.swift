@@ -57,7 +57,10 @@ struct ExportCursor: Sendable, Equatable {
 
     init?(_ text: String) {
         let parts = text.utf8.split(separator: UInt8(ascii: "_"), omittingEmptySubsequences: false)
-        guard parts.count == 2, (1...18).contains(parts[0].count), parts[0].allSatisfy(ASCII.isDigit), parts[1].count == 36,
+        // Exactly as `text` writes it: the id in lower case, the number without a leading zero.
+        guard parts.count == 2, (1...18).contains(parts[0].count), parts[0].allSatisfy(ASCII.isDigit),
+            parts[0].first != UInt8(ascii: "0") || parts[0].count == 1, parts[1].count == 36,
+            !parts[1].contains(where: { (65...90).contains($0) }),
             let micros = Int64(String(decoding: parts[0], as: UTF8.self)),
             let id = UUID(uuidString: String(decoding: parts[1], as: UTF8.self))
         else { return nil }

@@ -203,7 +203,17 @@ struct ExportRequest: Sendable, Equatable {
         request.options.byteOrderMark = explicit.bom ?? excel
         request.options.crlf = explicit.crlf ?? excel
         request.options.guardFormulas = excel
+        // A code or tier named twice is one filter: each is kept once, where
+        // it first came, so the query (and the status JSON's `query`) stays
+        // as short as the filter it means.
+        request.countryCodes = Self.unique(request.countryCodes)
+        request.subscriptionTiers = Self.unique(request.subscriptionTiers)
         return request
+    }
+
+    private static func unique(_ values: [String]) -> [String] {
+        var seen = Set<String>()
+        return values.filter { seen.insert($0).inserted }
     }
 
     /// Names a client may use for characters awkward in a URL.

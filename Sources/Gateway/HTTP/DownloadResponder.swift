@@ -83,25 +83,21 @@ struct DownloadResponder: Sendable {
         case .negotiated:
             headers[.vary] = "Accept-Encoding"
             guard AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) else { break }
-            headers[.contentEncoding] = "gzip"
-            headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
-            if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
-                file = gzip
-            } else if isHead, self.manager.couldStartGzip {
-                return Self.liveHead(headers)
-            } else {
-                headers[.contentEncoding] = nil
-                headers[.contentDisposition] = Self.contentDisposition(job, gzip: false)
+            var gzipHeaders = headers
+            gzipHeaders[.contentEncoding] = "gzip"
+            gzipHeaders[.contentDisposition] = Self.contentDisposition(job, gzip: true)
+            switch self.gzipForm(of: job, isHead: isHead) {
+            case .file(let gzip): (file, headers) = (gzip, gzipHeaders)
+            case .notMadeYet: return Self.liveHead(gzipHeaders)
+            case .busy: break
             }
         case .gzipFile:
             headers[.contentType] = "application/gzip"
             headers[.contentDisposition] = Self.contentDisposition(job, gzip: true)
-            if let gzip = self.manager.gzipFile(for: job, start: !isHead) {
-                file = gzip
-            } else if isHead, self.manager.couldStartGzip {
-                return Self.liveHead(headers)
-            } else {
-                throw APIError.unavailable("every compressor is busy (GZIP_WORKERS, GZIP_QUEUE); retry shortly, or download the CSV", retryAfterSeconds: 5)
+            switch self.gzipForm(of: job, isHead: isHead) {
+            case .file(let gzip): file = gzip
+            case .notMadeYet: return Self.liveHead(headers)
+            case .busy: throw APIError.unavailable("every compressor is busy (GZIP_WORKERS, GZIP_QUEUE); retry shortly, or download the CSV", retryAfterSeconds: 5)
             }
         }
 
@@ -129,6 +125,20 @@ struct DownloadResponder: Sendable {
         }
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: self.body(file, ranges: nil, chunkSize: self.liveChunkSize))
+    }
+
+    private enum GzipForm {
+        /// The gzip form, made or being made (a GET starts it).
+        case file(GrowingFile)
+        /// A HEAD, and none is being made yet: a compressor could start.
+        case notMadeYet
+        /// GZIP_WORKERS + GZIP_QUEUE forms are being made.
+        case busy
+    }
+
+    private func gzipForm(of job: ExportJob, isHead: Bool) -> GzipForm {
+        if let gzip = self.manager.gzipFile(for: job, start: !isHead) { return .file(gzip) }
+        return isHead && self.manager.couldStartGzip ? .notMadeYet : .busy
     }
 
     /// The head of a gzip form not made yet, as a GET would begin it: a body

@@ -41,7 +41,8 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         switch Array(parts) {
         case ["exports", "csv"]: return ["GET", "POST"]
-        case ["exports"], ["health"], ["metrics"], ["openapi.json"]: return ["GET"]
+        case ["metrics"]: return ["GET"]
+        case ["exports"], ["health"], ["openapi.json"]: return ["GET", "HEAD"]
         case [""], ["ui", "page.js"], ["ui", "page.css"]: return ["GET", "HEAD"]
         case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil
             && ["status", "download", "download.csv", "download.csv.gz"].contains(p[2]):

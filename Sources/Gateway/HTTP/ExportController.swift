@@ -25,6 +25,7 @@ struct ExportController: Sendable {
             Self.headersOnly(try await self.status(context.parameters.get("id"), caller: Self.caller(context, api: true)))
         }
         router.get("/exports") { request, context in try await self.list(request, caller: Self.caller(context, api: true)) }
+        router.head("/exports") { request, context in Self.headersOnly(try await self.list(request, caller: Self.caller(context, api: true))) }
         for (path, form) in [("download", DownloadResponder.Form.negotiated), ("download.csv", .csv), ("download.csv.gz", .gzipFile)] {
             router.get("/exports/:id/\(path)") { request, context in
                 try await self.download(request, id: context.parameters.get("id"), form: form, caller: Self.caller(context, api: false))
@@ -120,7 +121,10 @@ struct ExportController: Sendable {
             guard seen.insert(name).inserted else { throw ParameterError(parameter: name, message: "\(name) may be given once") }
             switch name {
             case "limit":
-                guard (1...3).contains(value.utf8.count), value.utf8.allSatisfy(ASCII.isDigit), let number = Int(value), (1...100).contains(number) else {
+                // Plain decimal, as nextCursor's Link writes it: no sign, no leading zero.
+                guard (1...3).contains(value.utf8.count), value.utf8.allSatisfy(ASCII.isDigit), value.utf8.first != UInt8(ascii: "0"),
+                    let number = Int(value), (1...100).contains(number)
+                else {
                     throw ParameterError(parameter: "limit", message: "limit must be a whole number from 1 to 100 (default 20)")
                 }
                 limit = number

@@ -29,6 +29,7 @@ struct HealthController: Sendable {
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/health") { _, _ in try await self.check() }
+        router.head("/health") { _, _ in ExportController.headersOnly(try await self.check()) }
     }
 
     func check() async throws -> Response {

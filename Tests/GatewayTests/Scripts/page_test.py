@@ -70,6 +70,7 @@ class Context:
         self.token = args.token
         self.out = args.out
         self.foreign_id = args.foreign_id
+        self.other_token = args.other_token
         self.downloads = os.path.join(self.out, f"downloads-{'tokens' if self.token else 'open'}")
         # Emptied first: Chromium saves a second file of one name as "name (1)".
         shutil.rmtree(self.downloads, ignore_errors=True)
@@ -425,6 +426,40 @@ def privacy(ctx, driver):
         check(ctx.foreign_id not in driver.page_source, "another token's export id is on the page")
 
 
+def switch_tokens(ctx, driver):
+    """A list answer still on its way when the token changes is dropped:
+    with list requests delayed 1.5 s, the token is forgotten, or changed to
+    bob's, right after a list request for alice's left; alice's exports must
+    not come back."""
+    if not ctx.other_token:
+        return
+    shown = {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "#exports > li.export")}
+    check(shown, "nothing listed before the switch")
+    driver.execute_script("""
+        const original = window.fetch;
+        window.fetch = (url, options) => String(url).startsWith('/exports?')
+          ? new Promise((resolve) => setTimeout(resolve, 1500)).then(() => original(url, options))
+          : original(url, options);""")
+    # "Forget it" while a list answer is on its way: nothing may come back.
+    by_id(driver, "token-save").click()
+    by_id(driver, "token-forget").click()
+    time.sleep(3)
+    check(first_item(driver) is None, "exports came back after the token was forgotten")
+    check(driver.execute_script("return sessionStorage.getItem('csv-gateway-token')") is None, "the token is still kept")
+    # Alice, then bob at once.
+    set_value(driver, "token", ctx.token)
+    by_id(driver, "token-save").click()
+    set_value(driver, "token", ctx.other_token)
+    by_id(driver, "token-save").click()
+    wait_for("bob's export listed", lambda: item(driver, ctx.foreign_id) is not None, timeout=20)
+    time.sleep(3)
+    now = {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "#exports > li.export")}
+    check(not (now & shown), f"the previous token's exports came back: {sorted(now & shown)}")
+    set_value(driver, "token", ctx.token)
+    by_id(driver, "token-save").click()
+    wait_for("alice's exports again", lambda: item(driver, ctx.foreign_id) is None and first_item(driver) is not None, timeout=20)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
@@ -433,6 +468,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--token")
     parser.add_argument("--foreign-id")
+    parser.add_argument("--other-token")
     args = parser.parse_args()
     ctx = Context(args)
     driver = start_browser(ctx)
@@ -444,7 +480,7 @@ def main():
         export_id, status_json, expected = export_with_options(ctx, driver)
         step = "downloads"
         downloads(ctx, driver, export_id, status_json, expected)
-        for step, action in [("cancel", cancel_and_delete), ("privacy", privacy), ("phone", phone)]:
+        for step, action in [("cancel", cancel_and_delete), ("privacy", privacy), ("switch tokens", switch_tokens), ("phone", phone)]:
             action(ctx, driver)
         # Refusals the test provoked (400, 401, 404) are logged by the
         # network; anything else (a script error, a CSP refusal) is a defect.

@@ -93,6 +93,20 @@ final class RunningProcess: Sendable {
     /// What it has written to stderr so far.
     var stderrSoFar: String { (try? String(contentsOfFile: self.errPath, encoding: .utf8)) ?? "" }
 
+    /// The port of a test proxy (`Scripts/*_proxy.py`), from the
+    /// "… listening on 127.0.0.1:PORT" line it writes to stderr.
+    func listeningPort() async throws -> Int {
+        var port = 0
+        try await eventually(timeout: .seconds(10), "the proxy listens") {
+            guard let line = self.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
+                let last = line.split(separator: ":").last, let p = Int(last)
+            else { return false }
+            port = p
+            return true
+        }
+        return port
+    }
+
     /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later),
     /// which Swift's Glibc module does not show.
     private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {

@@ -28,6 +28,7 @@
     cursor: null,         // the next page after those shown, if any
     timer: null,
     stopped: false,       // polling waits for a token
+    generation: 0,        // bumped when the token changes: older answers are dropped
   };
 
   // MARK: API
@@ -41,7 +42,11 @@
     }
   }
 
+  /// The answer of one API call, or an APIFailure. An answer to a call made
+  /// with another token than the current one is dropped (status -1): it
+  /// would put the previous owner's exports back on the page.
   async function api(method, path) {
+    const generation = state.generation;
     const headers = { Accept: 'application/json' };
     if (state.tokensOn && state.token) headers.Authorization = `Bearer ${state.token}`;
     let response;
@@ -50,9 +55,11 @@
     } catch (error) {
       throw new APIFailure(0, { message: 'the gateway cannot be reached' });
     }
-    if (response.status === 204) return null;
     let body = null;
-    try { body = await response.json(); } catch (error) { body = null; }
+    if (response.status !== 204) {
+      try { body = await response.json(); } catch (error) { body = null; }
+    }
+    if (generation !== state.generation) throw new APIFailure(-1, { message: 'the token changed' });
     if (!response.ok) throw new APIFailure(response.status, body, response.headers.get('Retry-After'));
     return body;
   }
@@ -91,28 +98,43 @@
   function setupToken() {
     $('token-form').addEventListener('submit', (event) => {
       event.preventDefault();
-      state.token = $('token').value.trim();
-      if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token); else sessionStorage.removeItem(TOKEN_KEY);
-      $('token-error').textContent = '';
-      $('token').removeAttribute('aria-invalid');
-      clearList();
-      state.stopped = false;
-      refresh();
+      const token = $('token').value.trim();
+      // RFC 6750's b64token, as the gateway takes it. Anything else could not
+      // even be sent in a header (the browser refuses non-Latin-1 text).
+      if (token !== '' && !/^[A-Za-z0-9._~+\/-]+=*$/.test(token)) {
+        needToken('A token is made of letters, digits and - . _ ~ + / only; this one has other characters.', true);
+        return;
+      }
+      useToken(token);
+      clearErrors();
+      if (token) refresh(); else needToken('Give your API token to see and start exports.', false);
     });
     $('token-forget').addEventListener('click', () => {
-      state.token = '';
-      sessionStorage.removeItem(TOKEN_KEY);
+      useToken('');
       $('token').value = '';
-      clearList();
-      needToken('Give a token to see and start exports.');
+      needToken('Give your API token to see and start exports.', false);
     });
   }
 
-  function needToken(message) {
+  /// A new token (or none): what was shown for the old one goes, and any
+  /// answer still on its way for it is dropped.
+  function useToken(token) {
+    state.generation += 1;
+    state.token = token;
+    if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+    $('token-error').textContent = '';
+    $('token').removeAttribute('aria-invalid');
+    clearList();
+    state.stopped = false;
+  }
+
+  /// Polling stops until a token is given; `refused` marks the field invalid.
+  function needToken(message, refused) {
     state.stopped = true;
-    $('token-error').textContent = message;
-    $('token').setAttribute('aria-invalid', 'true');
-    $('list-note').textContent = 'No exports shown: the gateway needs a valid token.';
+    clearTimeout(state.timer);
+    $('token-error').textContent = refused ? message : '';
+    if (refused) $('token').setAttribute('aria-invalid', 'true'); else $('token').removeAttribute('aria-invalid');
+    $('list-note').textContent = refused ? 'No exports shown: the gateway needs a valid token.' : message;
   }
 
   // MARK: The form
@@ -236,9 +258,9 @@
       if (error.status === 400 && error.body.parameter) {
         showFieldError(error.body.parameter, error.body.message);
       } else if (error.status === 401) {
-        needToken('The gateway did not accept this token.');
+        needToken('The gateway did not accept this token.', true);
         $('form-error').textContent = 'The gateway did not accept the token.';
-      } else {
+      } else if (error.status !== -1) {
         const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : '';
         $('form-error').textContent = `The export was not started: ${error.message}.${retry}`;
       }
@@ -258,10 +280,13 @@
 
   async function refresh() {
     clearTimeout(state.timer);
-    if (state.tokensOn && !state.token) { needToken('Give a token to see and start exports.'); return; }
+    if (state.tokensOn && !state.token) { needToken('Give your API token to see and start exports.', false); return; }
     if (state.stopped) return;
     try {
-      const page = await api('GET', `/exports?limit=${PAGE_SIZE}`);
+      // One request for as many as are shown (up to 100), so their figures
+      // and signed links stay fresh; older ones are looked at one by one.
+      const limit = Math.min(100, Math.max(PAGE_SIZE, state.items.size));
+      const page = await api('GET', `/exports?limit=${limit}`);
       const seen = new Set();
       for (const data of page.exports) { upsert(data); seen.add(data.exportId); }
       // Exports on the first page before that are not on it now were deleted;
@@ -272,7 +297,9 @@
         if (seen.has(id) || Date.now() - item.startedHere < 5000) continue;
         const onFirstPage = newest !== null && item.data.createdAt >= newest;
         if (onFirstPage || page.nextCursor === null) { removeItem(id); continue; }
-        if (ACTIVE.has(item.data.status)) await refreshOne(id);
+        // Active ones every time; the others once a minute, well inside a
+        // link's LINK_TTL (and a deleted one then leaves the list).
+        if (ACTIVE.has(item.data.status) || Date.now() - item.fetchedAt > 60000) await refreshOne(id);
       }
       if (state.cursor === null && !state.shownOlder) {
         state.cursor = page.nextCursor;
@@ -280,7 +307,8 @@
       }
       $('list-note').textContent = state.items.size ? '' : 'No exports yet. Start one with the form above.';
     } catch (error) {
-      if (error.status === 401) { needToken('The gateway did not accept this token.'); return; }
+      if (error.status === -1) return;
+      if (error.status === 401) { needToken('The gateway did not accept this token.', true); return; }
       $('list-note').textContent = `The list could not be updated (${error.message}); trying again.`;
     }
     const active = [...state.items.values()].some((item) => ACTIVE.has(item.data.status));
@@ -306,7 +334,7 @@
       state.shownOlder = true;
       button.hidden = page.nextCursor === null;
     } catch (error) {
-      $('list-note').textContent = `Older exports could not be read (${error.message}).`;
+      if (error.status !== -1) $('list-note').textContent = `Older exports could not be read (${error.message}).`;
     } finally {
       button.disabled = false;
     }
@@ -339,6 +367,7 @@
       announce(`Export ${shortID(data.exportId)} ${data.status}`);
     }
     item.data = data;
+    item.fetchedAt = Date.now();
     render(item);
   }
 
@@ -375,6 +404,9 @@
 
     const bar = q('progress');
     const active = ACTIVE.has(d.status);
+    // A cancelled or failed export has no progress to show (the API says 0):
+    // its rows and bytes say how far it went.
+    q('.progress-line').hidden = d.status === 'cancelled' || d.status === 'failed';
     if (d.status === 'queued') bar.removeAttribute('value'); else bar.value = d.progress;
     bar.setAttribute('aria-label', `Progress of export ${shortID(d.exportId)}`);
     q('.percent').textContent = d.status === 'queued' ? 'waiting' : `${Math.floor(d.progress * 100)} %`;
@@ -401,6 +433,7 @@
     }
     q('.cancel').hidden = !active;
     q('.delete').hidden = active;
+    q('.copy-curl').setAttribute('aria-label', `Copy a curl command that downloads export ${shortID(d.exportId)}`);
     q('.cancel').setAttribute('aria-label', `Cancel export ${shortID(d.exportId)}`);
     q('.delete').setAttribute('aria-label', `Delete export ${shortID(d.exportId)}`);
     if (!downloadable) q('.curl').hidden = true;
@@ -462,6 +495,7 @@
         item.element.querySelector('.delete').focus();
       }
     } catch (error) {
+      if (error.status === -1) return;
       if (error.status === 404 || error.status === 410) {
         removeItem(id);
       } else {
@@ -474,10 +508,16 @@
 
   // MARK: Text
 
+  /// At most 8 entries of a comma list, then how many more.
+  function shortList(text) {
+    const items = text.split(',');
+    return items.length <= 8 ? items.join(', ') : `${items.slice(0, 8).join(', ')} and ${items.length - 8} more`;
+  }
+
   function describeQuery(query) {
     const params = new URLSearchParams(query || '');
     const parts = [];
-    parts.push(params.get('country_code') ? `countries ${params.get('country_code').replaceAll(',', ', ')}` : 'all countries');
+    parts.push(params.get('country_code') ? `countries ${shortList(params.get('country_code'))}` : 'all countries');
     parts.push(params.get('subscription_tier') ? `tiers ${params.get('subscription_tier').replaceAll(',', ', ')}` : 'all tiers');
     if (params.get('min_ltv')) parts.push(`lifetime value ≥ ${params.get('min_ltv')}`);
     const columns = (params.get('columns') || '').split(',').filter(Boolean);
