@@ -374,6 +374,8 @@ def cancel_and_delete(ctx, driver):
         element = wait_for("the second export",
                            lambda: (lambda first: first if first is not None and first.get_attribute("id") not in known else None)(first_item(driver)))
         export_id = element.get_attribute("id")[len("export-"):]
+        check(driver.switch_to.active_element.get_attribute("id") == "start", "the focus left the start button")
+        check(export_id[:8] in by_id(driver, "start-note").text, "no note says the export started")
         _, body = ctx.api("GET", f"/exports/{export_id}/status", expect=200)
         check("excel=true" in json.loads(body)["query"] and "country_code=US%2CDE" in json.loads(body)["query"],
               f"the form's options did not reach the API: {json.loads(body)['query']}")
@@ -382,6 +384,7 @@ def cancel_and_delete(ctx, driver):
         check(cancel.is_displayed(), "no cancel button on a running export")
         cancel.click()
         wait_for("the export cancelled", lambda: item_status(driver, export_id) == "cancelled")
+        wait_for("the focus on its delete button", lambda: "delete" in (driver.switch_to.active_element.get_attribute("class") or ""), timeout=5)
         _, body = ctx.api("GET", f"/exports/{export_id}/status", expect=200)
         check(json.loads(body)["status"] == "cancelled", "the API does not say cancelled")
         check(not item(driver, export_id).find_element(By.CSS_SELECTOR, "a.download-csv").is_displayed(), "a download button on a cancelled export")
@@ -394,6 +397,8 @@ def cancel_and_delete(ctx, driver):
     # Reset puts the form back to the API's defaults.
     by_id(driver, "export-form").find_element(By.CSS_SELECTOR, 'button[type="reset"]').click()
     wait_for("the form reset", lambda: by_id(driver, "country_code").get_attribute("value") == "" and not by_id(driver, "excel").is_selected())
+    ticked = [box.is_selected() for box in driver.find_elements(By.CSS_SELECTOR, "#column-list input[type=checkbox]")]
+    check(ticked == [True] * 9, f"the reset left columns unticked: {ticked}")
 
 
 def phone(ctx, driver):
@@ -407,6 +412,12 @@ def phone(ctx, driver):
     by_id(driver, "start").click()
     wait_for("the error at phone width", lambda: by_id(driver, "min_ltv-error").text)
     screenshot(ctx, driver, "phone-bad-value", "min_ltv")
+    # A long value in the API's message wraps inside the screen.
+    set_value(driver, "min_ltv", "1" * 300)
+    by_id(driver, "start").click()
+    wait_for("the long value's error", lambda: "1111" in by_id(driver, "min_ltv-error").text)
+    width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    check(width[0] <= width[1], f"a long error makes the page wider than the screen: {width}")
     set_value(driver, "min_ltv", "")
     screenshot(ctx, driver, "phone-list", "exports-heading")
     # Buttons fit: none is cut by the screen's edge.

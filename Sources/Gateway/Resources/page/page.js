@@ -103,6 +103,7 @@
       // even be sent in a header (the browser refuses non-Latin-1 text).
       if (token !== '' && !/^[A-Za-z0-9._~+\/-]+=*$/.test(token)) {
         needToken('A token is made of letters, digits and - . _ ~ + / only; this one has other characters.', true);
+        $('token').focus();
         return;
       }
       useToken(token);
@@ -147,7 +148,8 @@
       const label = document.createElement('label');
       const box = document.createElement('input');
       box.type = 'checkbox';
-      box.checked = true;
+      // The attribute too: a form reset puts back the attribute, not the property.
+      box.defaultChecked = true;
       box.value = name;
       box.name = 'column';
       label.append(box, ' ', name);
@@ -163,6 +165,7 @@
       setTimeout(() => {
         for (const name of COLUMNS) list.append(list.querySelector(`[data-column="${name}"]`));
         clearErrors();
+        $('start-note').textContent = '';
       });
     });
     $('excel').addEventListener('change', () => {
@@ -181,7 +184,10 @@
     button.addEventListener('click', () => {
       const item = button.parentElement;
       const sibling = step < 0 ? item.previousElementSibling : item.nextElementSibling;
-      if (!sibling) return;
+      if (!sibling) {
+        announce(`${item.dataset.column} is already ${step < 0 ? 'first' : 'last'}`);
+        return;
+      }
       if (step < 0) sibling.before(item); else sibling.after(item);
       button.focus();
       announce(`${item.dataset.column} is now column ${[...item.parentElement.children].indexOf(item) + 1}`);
@@ -239,19 +245,23 @@
   }
 
   async function startExport() {
+    if (state.starting) return;
     clearErrors();
+    $('start-note').textContent = '';
     if (state.tokensOn && !state.token) {
       $('form-error').textContent = 'Give your API token above first.';
       $('token').focus();
       return;
     }
+    // Not disabled: a disabled button loses the keyboard focus.
     const button = $('start');
-    button.disabled = true;
+    state.starting = true;
+    button.setAttribute('aria-busy', 'true');
     try {
       const query = formQuery();
       const data = await api('POST', '/exports/csv' + (query ? `?${query}` : ''));
       upsert(data, { prepend: true });
-      announce(`Export ${shortID(data.exportId)} started`);
+      startedNote(data.exportId);
       $('list-note').textContent = '';
       schedule(1000);
     } catch (error) {
@@ -260,13 +270,25 @@
       } else if (error.status === 401) {
         needToken('The gateway did not accept this token.', true);
         $('form-error').textContent = 'The gateway did not accept the token.';
+        $('token').focus();
       } else if (error.status !== -1) {
         const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : '';
         $('form-error').textContent = `The export was not started: ${error.message}.${retry}`;
       }
     } finally {
-      button.disabled = false;
+      state.starting = false;
+      button.removeAttribute('aria-busy');
     }
+  }
+
+  /// "Export … started", next to the button, with a link to its entry
+  /// (below the form, out of sight on a phone). Also said by the live region.
+  function startedNote(id) {
+    const note = $('start-note');
+    const link = document.createElement('a');
+    link.href = `#export-${id}`;
+    link.textContent = 'see it in the list';
+    note.replaceChildren(`Export ${shortID(id)} started: `, link, '.');
   }
 
   // MARK: The list
@@ -274,6 +296,7 @@
   function clearList() {
     state.items.clear();
     state.cursor = null;
+    state.shownOlder = false;
     $('exports').replaceChildren();
     $('more').hidden = true;
   }
@@ -297,9 +320,10 @@
         if (seen.has(id) || Date.now() - item.startedHere < 5000) continue;
         const onFirstPage = newest !== null && item.data.createdAt >= newest;
         if (onFirstPage || page.nextCursor === null) { removeItem(id); continue; }
-        // Active ones every time; the others once a minute, well inside a
-        // link's LINK_TTL (and a deleted one then leaves the list).
-        if (ACTIVE.has(item.data.status) || Date.now() - item.fetchedAt > 60000) await refreshOne(id);
+        // Active ones every time; the others when their signed link has
+        // less than 5 minutes left (once per LINK_TTL, default an hour), so
+        // a long list costs few requests (and one deleted elsewhere leaves then).
+        if (ACTIVE.has(item.data.status) || linkExpiresSoon(item.data)) await refreshOne(id);
       }
       if (state.cursor === null && !state.shownOlder) {
         state.cursor = page.nextCursor;
@@ -308,7 +332,11 @@
       $('list-note').textContent = state.items.size ? '' : 'No exports yet. Start one with the form above.';
     } catch (error) {
       if (error.status === -1) return;
-      if (error.status === 401) { needToken('The gateway did not accept this token.', true); return; }
+      if (error.status === 401) {
+        needToken('The gateway did not accept this token.', true);
+        if (document.activeElement === $('token-save')) $('token').focus();
+        return;
+      }
       $('list-note').textContent = `The list could not be updated (${error.message}); trying again.`;
     }
     const active = [...state.items.values()].some((item) => ACTIVE.has(item.data.status));
@@ -332,12 +360,29 @@
       for (const data of page.exports) upsert(data);
       state.cursor = page.nextCursor;
       state.shownOlder = true;
-      button.hidden = page.nextCursor === null;
+      if (page.nextCursor === null) {
+        // The button goes: focus moves to the last entry's first control, not to nowhere.
+        const last = $('exports').lastElementChild;
+        const target = last ? last.querySelector('a:not([hidden]), button:not([hidden])') : null;
+        button.hidden = true;
+        (target || $('exports-heading')).focus();
+      }
     } catch (error) {
       if (error.status !== -1) $('list-note').textContent = `Older exports could not be read (${error.message}).`;
     } finally {
-      button.disabled = false;
+      state.starting = false;
+      button.removeAttribute('aria-busy');
     }
+  }
+
+  /// "Export … started", next to the button, with a link to its entry
+  /// (below the form, out of sight on a phone). Also said by the live region.
+  function startedNote(id) {
+    const note = $('start-note');
+    const link = document.createElement('a');
+    link.href = `#export-${id}`;
+    link.textContent = 'see it in the list';
+    note.replaceChildren(`Export ${shortID(id)} started: `, link, '.');
   }
 
   function schedule(delay) {
@@ -416,7 +461,7 @@
     q('.rate').textContent = d.rowsPerSecond === null ? '–' : `${formatNumber(Math.round(d.rowsPerSecond))} rows/s`;
     q('.eta').textContent = d.status === 'running' && d.etaSeconds !== null ? formatSeconds(d.etaSeconds) : (d.status === 'completed' ? 'done' : '–');
     q('.size-item').hidden = d.sizeBytes === null;
-    q('.size').textContent = d.sizeBytes === null ? '' : `${formatBytes(d.sizeBytes)} (${formatNumber(d.sizeBytes)} bytes)`;
+    q('.size').textContent = d.sizeBytes === null ? '' : d.sizeBytes < 1000 ? formatBytes(d.sizeBytes) : `${formatBytes(d.sizeBytes)} (${formatNumber(d.sizeBytes)} bytes)`;
     q('.sha-item').hidden = d.sha256 === null;
     q('.sha').textContent = d.sha256 || '';
     q('.export-error').textContent = d.error ? `Failed: ${d.error}` : '';
@@ -437,6 +482,12 @@
     q('.cancel').setAttribute('aria-label', `Cancel export ${shortID(d.exportId)}`);
     q('.delete').setAttribute('aria-label', `Delete export ${shortID(d.exportId)}`);
     if (!downloadable) q('.curl').hidden = true;
+  }
+
+  /// True when the entry's signed link works for less than 5 more minutes.
+  function linkExpiresSoon(data) {
+    const expires = Number(new URLSearchParams(data.downloadUrl.split('?')[1] || '').get('expires'));
+    return !expires || expires * 1000 - Date.now() < 300000;
   }
 
   /// The signed link of `downloadUrl` for one form of the file: the same
@@ -470,9 +521,10 @@
       text.select();
       try { copied = document.execCommand('copy'); } catch (ignored) { copied = false; }
     }
-    note.textContent = copied
+    note.textContent = (copied
       ? 'Copied. The link in it works without a token until it expires (LINK_TTL).'
-      : 'Copy it from the box (it is selected). The link works without a token until it expires.';
+      : 'Copy it from the box (it is selected). The link works without a token until it expires.')
+      + ' Run again, it resumes a cut download; on a complete file curl ends with 416, nothing left to fetch.';
     if (!copied) text.focus();
     announce(copied ? 'curl command copied' : 'curl command shown, select and copy it');
   }
@@ -481,6 +533,7 @@
     const id = item.data.exportId;
     const buttons = item.element.querySelectorAll('button');
     buttons.forEach((button) => { button.disabled = true; });
+    let focusAfter = null;
     try {
       const data = await api('DELETE', `/exports/${id}`);
       if (data === null) {
@@ -492,7 +545,7 @@
       } else {
         upsert(data);
         announce(`Export ${shortID(id)} ${data.status}`);
-        item.element.querySelector('.delete').focus();
+        focusAfter = item.element.querySelector('.delete');
       }
     } catch (error) {
       if (error.status === -1) return;
@@ -503,6 +556,8 @@
       }
     } finally {
       buttons.forEach((button) => { button.disabled = false; });
+      // Once enabled again: focus cannot rest on a disabled button.
+      if (focusAfter) focusAfter.focus();
     }
   }
 
