@@ -15,6 +15,9 @@ final class ExportRun: Sendable {
     private struct State {
         var lifecycle = ExportLifecycle()
         var rowsWritten = 0
+        /// Records the later pieces of a parallel export have read into
+        /// their spool files and that are not in the export's file yet.
+        var rowsSpooled = 0
         var bytesWritten = 0
         var totalRows: Int?
         var totalRowsExact = false
@@ -28,6 +31,10 @@ final class ExportRun: Sendable {
     struct Snapshot {
         let lifecycle: ExportLifecycle
         let rowsWritten: Int
+        /// `rowsWritten` plus what parallel pieces have read and not yet
+        /// handed over: what progress, rate and time left count, so the bar
+        /// moves with every piece, not only with the first.
+        let rowsRead: Int
         let bytesWritten: Int
         let totalRows: Int?
         let totalRowsExact: Bool
@@ -158,6 +165,16 @@ final class ExportRun: Sendable {
         self.csv.append(length: bytes)
     }
 
+    /// A later piece read `records` more into its spool file (its thread).
+    func recordSpooled(_ records: Int) {
+        self.state.withLock { $0.rowsSpooled += records }
+    }
+
+    /// `records` of a spool file are now in the export's file (before `recordProgress` counts them there).
+    func recordStitched(_ records: Int) {
+        self.state.withLock { $0.rowsSpooled = max(0, $0.rowsSpooled - records) }
+    }
+
     /// The progress of a run another gateway runs, as it last recorded it
     /// (`gateway.runs`); the file's own length comes from the file.
     func recordRemoteProgress(rows: Int, bytes: Int, totalRows: Int?) {
@@ -174,6 +191,7 @@ final class ExportRun: Sendable {
         let (applied, started) = self.state.withLock { state -> (Bool, Date?) in
             guard state.lifecycle.complete(published, at: now) else { return (false, nil) }
             state.rowsWritten = rows
+            state.rowsSpooled = 0
             state.bytesWritten = published.size
             state.totalRows = rows
             state.totalRowsExact = true
@@ -236,7 +254,9 @@ final class ExportRun: Sendable {
     func snapshot() -> Snapshot {
         let gzip = self.publishedGzip
         return self.state.withLock { state in
-            Snapshot(lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip)
+            Snapshot(
+                lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, rowsRead: state.rowsWritten + state.rowsSpooled,
+                bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip)
         }
     }
 }

@@ -179,6 +179,7 @@ struct ExportRunner: Sendable {
                 for piece in pieces {
                     do {
                         try self.stitch(piece, into: fileWriter, block: block, run: run, adopt: storage.adoptSpool) { records in
+                            run.recordStitched(records)
                             stitchedRecords += records
                             progress()
                         }
@@ -304,7 +305,10 @@ struct ExportRunner: Sendable {
             db = connection
             let copier = CopyPiece(
                 crlf: run.request.options.crlf, rows: RowCounter(),
-                write: { bytes, records in try piece.spool.append(bytes, records: records) },
+                write: { bytes, records in
+                    try piece.spool.append(bytes, records: records)
+                    run.recordSpooled(records)
+                },
                 reserve: { reserve(piece.reservation, $0) },
                 shouldStop: stop
             )

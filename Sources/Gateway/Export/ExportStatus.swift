@@ -16,6 +16,7 @@ struct ExportStatus: Encodable, Sendable {
     let query: String
     let status: ExportLifecycle.Status
     let rowsWritten: Int
+    let rowsRead: Int
     let bytesWritten: Int
     let totalRows: Int?
     let totalRowsExact: Bool
@@ -41,6 +42,7 @@ struct ExportStatus: Encodable, Sendable {
         self.query = job.request.canonicalQuery
         self.status = status
         self.rowsWritten = run.rowsWritten
+        self.rowsRead = status == .completed ? run.rowsWritten : run.rowsRead
         self.bytesWritten = run.bytesWritten
         self.totalRows = run.totalRows
         self.totalRowsExact = run.totalRowsExact
@@ -63,16 +65,16 @@ struct ExportStatus: Encodable, Sendable {
             self.progress = 0
         case .running:
             // An estimate can be low; never claim done before it is.
-            self.progress = run.totalRows.map { $0 > 0 ? min(0.99, Double(run.rowsWritten) / Double($0)) : 0 } ?? 0
+            self.progress = run.totalRows.map { $0 > 0 ? min(0.99, Double(run.rowsRead) / Double($0)) : 0 } ?? 0
         }
         if let startedAt = lifecycle.startedAt {
             let elapsed = (lifecycle.completedAt ?? now).timeIntervalSince(startedAt)
-            let rate = elapsed > 0 ? Double(run.rowsWritten) / elapsed : nil
+            let rate = elapsed > 0 ? Double(self.rowsRead) / elapsed : nil
             self.rowsPerSecond = rate.map { ($0 * 10).rounded() / 10 }
             if status == .completed {
                 self.etaSeconds = 0
             } else if status == .running, let rate, rate > 0, let totalRows = run.totalRows {
-                self.etaSeconds = (max(0, Double(totalRows - run.rowsWritten) / rate) * 10).rounded() / 10
+                self.etaSeconds = (max(0, Double(totalRows - run.rowsRead) / rate) * 10).rounded() / 10
             } else {
                 self.etaSeconds = nil
             }
@@ -83,7 +85,7 @@ struct ExportStatus: Encodable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case exportId, query, status, rowsWritten, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
+        case exportId, query, status, rowsWritten, rowsRead, bytesWritten, totalRows, totalRowsExact, progress, rowsPerSecond,
             etaSeconds, createdAt, startedAt, completedAt, sizeBytes, sha256, gzipSizeBytes, gzipSha256, error, downloadUrl, links
     }
 
@@ -93,6 +95,7 @@ struct ExportStatus: Encodable, Sendable {
         try c.encode(self.query, forKey: .query)
         try c.encode(self.status, forKey: .status)
         try c.encode(self.rowsWritten, forKey: .rowsWritten)
+        try c.encode(self.rowsRead, forKey: .rowsRead)
         try c.encode(self.bytesWritten, forKey: .bytesWritten)
         try c.encode(self.totalRows, forKey: .totalRows)
         try c.encode(self.totalRowsExact, forKey: .totalRowsExact)

@@ -456,7 +456,9 @@
     bar.setAttribute('aria-label', `Progress of export ${shortID(d.exportId)}`);
     q('.percent').textContent = d.status === 'queued' ? 'waiting' : `${Math.floor(d.progress * 100)} %`;
     const total = d.totalRows === null ? '' : ` of ${d.totalRowsExact ? '' : '~'}${formatNumber(d.totalRows)}`;
-    q('.rows').textContent = `${formatNumber(d.rowsWritten)}${total}`;
+    // Rows read, parallel pieces included (what the bar counts); the bytes
+    // are those in the file, what a live download has now.
+    q('.rows').textContent = `${formatNumber(d.rowsRead)}${total}`;
     q('.bytes').textContent = formatBytes(d.bytesWritten);
     q('.rate').textContent = d.rowsPerSecond === null ? '–' : `${formatNumber(Math.round(d.rowsPerSecond))} rows/s`;
     q('.eta').textContent = d.status === 'running' && d.etaSeconds !== null ? formatSeconds(d.etaSeconds) : (d.status === 'completed' ? 'done' : '–');
