@@ -67,8 +67,16 @@ struct StressTests {
         var requests = 0
         for _ in 0..<4 {
             let server = try await start()
+            let before = try await server.sql("SELECT count(*) FROM gateway.exports")[0][0] ?? ""
             async let raced = Self.race(server, seconds: 3, workers: 8)
-            try await Task.sleep(for: .milliseconds(Int.random(in: 500...2500)))
+            // The shutdown falls at a random moment of the race, counted from
+            // its first acknowledged export: on a loaded machine (the whole
+            // suite, Chromium included) the harness took longer to start than
+            // a fixed delay once, and four rounds raced nothing.
+            try await eventually(timeout: .seconds(30), "the race has begun") {
+                try await server.sql("SELECT count(*) FROM gateway.exports")[0][0] != before
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 300...2000)))
             await server.stop(keepingCache: true)
             let result = try await raced
             #expect(result.errors.isEmpty, "\(result.errors.prefix(10))")
