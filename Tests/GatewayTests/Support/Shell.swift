@@ -97,7 +97,7 @@ final class RunningProcess: Sendable {
     /// "… listening on 127.0.0.1:PORT" line it writes to stderr.
     func listeningPort() async throws -> Int {
         var port = 0
-        try await eventually(timeout: .seconds(10), "the proxy listens") {
+        try await eventually(timeout: .seconds(30), "the proxy listens") {
             guard let line = self.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
                 let last = line.split(separator: ":").last, let p = Int(last)
             else { return false }
