@@ -471,6 +471,30 @@ def switch_tokens(ctx, driver):
     wait_for("alice's exports again", lambda: item(driver, ctx.foreign_id) is None and first_item(driver) is not None, timeout=20)
 
 
+def show_older(ctx, driver):
+    """More exports than a page: "Show older exports", used from the
+    keyboard, adds 20 at a time, then goes, leaving the focus in the list."""
+    for index in range(41):
+        ctx.api("POST", f"/exports/csv?columns=id&min_ltv=9990.{index:02d}", expect=202)
+    _, body = ctx.api("GET", "/exports?limit=100", expect=200)
+    total = len(json.loads(body)["exports"])
+    check(total > 40, f"only {total} exports to page through")
+    driver.get(ctx.base + "/")
+    more = wait_for("the Show older button", lambda: (lambda b: b if b.is_displayed() else None)(by_id(driver, "more")))
+    count = lambda: len(driver.find_elements(By.CSS_SELECTOR, "#exports > li.export"))
+    check(count() == 20, f"{count()} exports on the first page")
+    for expected in (40, total):
+        more.send_keys(Keys.ENTER)
+        wait_for(f"{expected} exports shown", lambda: count() == expected)
+        if expected < total:
+            check(more.is_displayed() and driver.switch_to.active_element.get_attribute("id") == "more", "the button lost the focus")
+    wait_for("the button gone", lambda: not more.is_displayed())
+    focused = driver.switch_to.active_element
+    check(focused.tag_name != "body" and focused.find_elements(By.XPATH, "ancestor::ul[@id='exports']"), "the focus is not in the list")
+    ids = [e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "#exports > li.export")]
+    check(len(set(ids)) == len(ids), "an export is listed twice")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
@@ -491,7 +515,8 @@ def main():
         export_id, status_json, expected = export_with_options(ctx, driver)
         step = "downloads"
         downloads(ctx, driver, export_id, status_json, expected)
-        for step, action in [("cancel", cancel_and_delete), ("privacy", privacy), ("switch tokens", switch_tokens), ("phone", phone)]:
+        for step, action in [("cancel", cancel_and_delete), ("privacy", privacy), ("switch tokens", switch_tokens), ("phone", phone),
+                             ("show older", show_older)]:
             action(ctx, driver)
         # Refusals the test provoked (400, 401, 404) are logged by the
         # network; anything else (a script error, a CSP refusal) is a defect.

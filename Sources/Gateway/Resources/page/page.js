@@ -352,9 +352,11 @@
   }
 
   async function showOlder() {
-    if (!state.cursor) return;
+    if (!state.cursor || state.loadingOlder) return;
+    // Not disabled while it loads: a disabled button loses the keyboard focus.
     const button = $('more');
-    button.disabled = true;
+    state.loadingOlder = true;
+    button.setAttribute('aria-busy', 'true');
     try {
       const page = await api('GET', `/exports?limit=${PAGE_SIZE}&cursor=${encodeURIComponent(state.cursor)}`);
       for (const data of page.exports) upsert(data);
@@ -370,19 +372,9 @@
     } catch (error) {
       if (error.status !== -1) $('list-note').textContent = `Older exports could not be read (${error.message}).`;
     } finally {
-      state.starting = false;
+      state.loadingOlder = false;
       button.removeAttribute('aria-busy');
     }
-  }
-
-  /// "Export … started", next to the button, with a link to its entry
-  /// (below the form, out of sight on a phone). Also said by the live region.
-  function startedNote(id) {
-    const note = $('start-note');
-    const link = document.createElement('a');
-    link.href = `#export-${id}`;
-    link.textContent = 'see it in the list';
-    note.replaceChildren(`Export ${shortID(id)} started: `, link, '.');
   }
 
   function schedule(delay) {
