@@ -137,7 +137,7 @@ struct ClusterTests {
             try await eventually("bytes written") { (try await curl(a.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
             let pids = try await a.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:a' AND query LIKE 'COPY%' AND state = 'active'")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
-            pids.forEach { kill($0, SIGSTOP) }
+            freezeBackends(pids)
             if !pids.isEmpty, a.manager.job(try #require(UUID(uuidString: id)))?.run.status == .running {
                 caught = (id, pids)
             } else {
@@ -253,7 +253,7 @@ struct ClusterTests {
             try await eventually("bytes written on p1") { (try await curl(ownerBase + "/exports/\(id)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
             let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:p1' AND query LIKE 'COPY%' AND state = 'active'")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
-            pids.forEach { kill($0, SIGSTOP) }
+            freezeBackends(pids)
             if !pids.isEmpty, try await curl(ownerBase + "/exports/\(id)/status").json["status"] as? String == "running" {
                 caught = (id, readers, pids)
             } else {

@@ -124,7 +124,7 @@ struct ExportAPITests {
             try await eventually("bytes written") { (try await curl(server.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
             let pids = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
-            pids.forEach { kill($0, SIGSTOP) }
+            freezeBackends(pids)
             if !pids.isEmpty, server.exportRun(id)?.status == .running {
                 caught = (id, reader, pids)
             } else {

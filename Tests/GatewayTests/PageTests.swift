@@ -29,7 +29,7 @@ import Testing
     /// (Stopping the COPY backend in slices was tried first: on a loaded
     /// machine one slice let most of the export through.) The database is
     /// made and seeded by a first server, directly; `direct` is its URL, for psql.
-    static func server(tokens: Bool) async throws -> (server: TestServer, direct: String, stop: @Sendable () async -> Void) {
+    static func server(tokens: Bool) async throws -> (server: TestServer, direct: String, proxy: RunningProcess) {
         let seeded = try await TestServer.start(rows: 40_000)
         await seeded.stop()
         let direct = seeded.databaseURL
@@ -52,8 +52,7 @@ import Testing
             proxy.kill9()
             throw error
         }
-        // SIGKILL: a child of the test process starts with SIGTERM blocked.
-        return (server, direct, { await server.stop(); proxy.kill9() })
+        return (server, direct, proxy)
     }
 
     static func drive(_ server: TestServer, direct: String, _ extra: [String]) async throws {
@@ -71,15 +70,17 @@ import Testing
 
     @Test(.timeLimit(.minutes(5)))
     func aNewUserStartsWatchesDownloadsAndCancelsExportsInChromiumOnAnOpenGateway() async throws {
-        let (server, direct, stop) = try await Self.server(tokens: false)
-        defer { Task { await stop() } }
+        let (server, direct, proxy) = try await Self.server(tokens: false)
+        // The proxy at once (SIGKILL: a child of the test process starts with
+        // SIGTERM blocked); a stop in a Task could come after the process ended, and it outlived it.
+        defer { proxy.kill9(); Task { await server.stop() } }
         try await Self.drive(server, direct: direct, [])
     }
 
     @Test(.timeLimit(.minutes(5)))
     func withTokensThePageAsksForOneKeepsItOutOfURLsAndShowsOnlyItsExports() async throws {
-        let (server, direct, stop) = try await Self.server(tokens: true)
-        defer { Task { await stop() } }
+        let (server, direct, proxy) = try await Self.server(tokens: true)
+        defer { proxy.kill9(); Task { await server.stop() } }
         // Bob's export, which alice's page must never show.
         let bobs = try await curl(server.url("/exports/csv?columns=id"), method: "POST", AccessTests.bearer(AccessTests.bob))
         let foreign = try #require(bobs.json["exportId"] as? String)

@@ -29,7 +29,7 @@ import Glibc
             while ContinuousClock.now < deadline {
                 let found = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'")
                 if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }) {
-                    kill(pid, SIGSTOP)
+                    freezeBackends([pid])
                     let run = try #require(server.exportRun(id))
                     if run.status == .running, run.pieces == 3 { return (id, pid) }
                     kill(pid, SIGCONT)
@@ -199,7 +199,7 @@ import Glibc
         #expect(try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache"]).body == expected)
         try await eventually("export connections kept") { !server.manager.exportConnections.idleBackendPIDs.isEmpty }
         let frozen = server.manager.exportConnections.idleBackendPIDs
-        frozen.forEach { kill($0, SIGSTOP) }
+        freezeBackends(frozen)
         defer { frozen.forEach { kill($0, SIGCONT) } }
         let result = try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache", "--max-time", "30"])
         #expect(result.exitCode == 0)

@@ -77,7 +77,7 @@ struct RestartTests {
         // mid-export however fast this machine reads.
         let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
             .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
-        pids.forEach { kill($0, SIGSTOP) }
+        freezeBackends(pids)
         #expect(!pids.isEmpty, "the COPY was caught running")
         #expect(try await curl(base + "/exports/\(big)/status").json["status"] as? String == "running")
         #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")

@@ -157,3 +157,16 @@ func gunzip(_ data: Data) async throws -> Data {
     defer { try? FileManager.default.removeItem(atPath: path) }
     return try await run("gzip", ["-dc", path]).stdout
 }
+
+/// SIGSTOP of PostgreSQL backends (the tests' way to freeze a COPY), with a
+/// SIGCONT that comes after `atMost` seconds whatever the test does. A
+/// backend stopped while it holds a lock that every new connection needs
+/// (ProcArrayLock, taken briefly while it checks row visibility) stops the
+/// whole shared test cluster, and a test stuck behind it never reaches its
+/// own SIGCONT: a fresh-clone run hung that way with every new backend in
+/// `startup`. A second SIGCONT, or one to a pid long gone, does no harm.
+func freezeBackends(_ pids: [Int32], atMost seconds: Double = 60) {
+    pids.forEach { kill($0, SIGSTOP) }
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { pids.forEach { kill($0, SIGCONT) } }
+}
+
