@@ -39,8 +39,9 @@ struct StressTests {
         defer { Task { await server.stop() } }
         let result = try await Self.race(server, seconds: 12, workers: 12)
         #expect(result.errors.isEmpty, "\(result.errors.prefix(10))")
-        // Thousands on an idle machine; the bound only proves the race ran.
-        #expect(result.requests > 200, "raced \(result.requests) requests")
+        // Thousands on an idle machine; the bound only proves the race ran
+        // (fresh-clone runs of the whole suite, 2 cores, got 156 and 181).
+        #expect(result.requests > 50, "raced \(result.requests) requests")
         #expect(try await curl(server.url("/health")).status == 200, "the process is up")
         try await eventually(timeout: .seconds(30), "every export expired and its files and rows gone") {
             let rows = try await server.sql("SELECT count(*) FROM gateway.exports")[0][0]
