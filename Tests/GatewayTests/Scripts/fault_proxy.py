@@ -21,13 +21,12 @@ untouched:
              a short body that looks complete.
 
 Prints "fault_proxy listening on 127.0.0.1:PORT" to stderr once it listens.
-Stdlib only; a thread per connection.
+Stdlib only; a thread per connection (proxy_listener.py).
 """
 import argparse
-import signal
 import socket
-import sys
-import threading
+
+from proxy_listener import serve_forever
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
 
@@ -200,18 +199,7 @@ def main():
     parser.add_argument("--target", type=int, required=True, help="the gateway's port on 127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     args = parser.parse_args()
-    # A parent may start us with SIGTERM blocked or ignored (the test process
-    # does); stopping must still work.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", args.port))
-    listener.listen(256)
-    print(f"fault_proxy listening on 127.0.0.1:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
-    while True:
-        client, _ = listener.accept()
-        threading.Thread(target=serve, args=(client, args.target, args.mode), daemon=True).start()
+    serve_forever("fault_proxy", args.port, lambda client: serve(client, args.target, args.mode))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ it takes seconds whatever the machine's load, and a test can watch it run.
 
 Forwards every connection to 127.0.0.1:PORT. Prints "slow_proxy listening
 on 127.0.0.1:PORT" to stderr once it listens. Stdlib only; two threads per
-connection.
+connection (proxy_listener.py).
 """
 import argparse
 import socket
-import sys
 import threading
 import time
+
+from proxy_listener import serve_forever
 
 
 def pipe(source, sink, rate):
@@ -60,14 +61,7 @@ def main():
     parser.add_argument("--rate", type=int, required=True)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", args.port))
-    listener.listen(128)
-    print(f"slow_proxy listening on 127.0.0.1:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
-    while True:
-        client, _ = listener.accept()
-        threading.Thread(target=serve, args=(client, args.target, args.rate), daemon=True).start()
+    serve_forever("slow_proxy", args.port, lambda client: serve(client, args.target, args.rate))
 
 
 if __name__ == "__main__":
