@@ -45,7 +45,7 @@ struct AccessControl: Sendable {
     }
 
     /// The last segment of the download paths a signed link opens.
-    static let downloadForms: Set<Substring> = ["download", "download.csv", "download.csv.gz"]
+    static let downloadForms = Set(DownloadResponder.Form.allCases.map { Substring($0.pathSegment) })
 
     /// Paths anyone may ask for: health, the API's description, and the
     /// page's static files (they hold nothing of anyone's; the page asks

@@ -110,7 +110,7 @@ extension ExportManager {
         // A finished export whose file is gone runs again, like a queued one.
         for run in requeue {
             do {
-                try self.journal.requeueLost(run.id, key: run.request.cacheKey, query: run.request.canonicalQuery)
+                try self.journal.requeueLost(run.id, key: run.request.cacheKey, query: run.canonicalQuery)
                 active.append(run.id)
             } catch {
                 self.logger.notice("a finished export whose file is gone could not be queued again", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])

@@ -10,6 +10,8 @@ import Synchronization
 final class ExportRun: Sendable {
     let id: UUID
     let request: ExportRequest
+    /// `request.canonicalQuery`, made once: every status JSON carries it.
+    let canonicalQuery: String
     let csv = SharedFile()
 
     private struct State {
@@ -48,6 +50,7 @@ final class ExportRun: Sendable {
     init(id: UUID = UUID(), request: ExportRequest) {
         self.id = id
         self.request = request
+        self.canonicalQuery = request.canonicalQuery
     }
 
     /// A run read back from the journal that had ended (completed, failed or
@@ -55,6 +58,7 @@ final class ExportRun: Sendable {
     init(id: UUID, request: ExportRequest, ended lifecycle: ExportLifecycle, rows: Int, gzip: PublishedFile?) {
         self.id = id
         self.request = request
+        self.canonicalQuery = request.canonicalQuery
         self.state.withLock { state in
             state.lifecycle = lifecycle
             state.rowsWritten = rows

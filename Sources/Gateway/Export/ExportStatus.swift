@@ -39,10 +39,11 @@ struct ExportStatus: Encodable, Sendable {
         let lifecycle = run.lifecycle
         let status = cancelledAt == nil ? lifecycle.status : .cancelled
         self.exportId = job.id
-        self.query = job.request.canonicalQuery
+        self.query = job.run.canonicalQuery
         self.status = status
         self.rowsWritten = run.rowsWritten
-        self.rowsRead = status == .completed ? run.rowsWritten : run.rowsRead
+        // Equal to rowsWritten once complete: `complete` empties the spooled count.
+        self.rowsRead = run.rowsRead
         self.bytesWritten = run.bytesWritten
         self.totalRows = run.totalRows
         self.totalRowsExact = run.totalRowsExact

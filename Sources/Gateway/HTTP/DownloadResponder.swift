@@ -46,7 +46,7 @@ struct DownloadResponder: Sendable {
     private var threadPool: NIOThreadPool { self.manager.pools.downloads }
 
     /// Which representation a download path asks for.
-    enum Form: Sendable {
+    enum Form: Sendable, CaseIterable {
         /// `/download`: the CSV, or its gzip form with `Content-Encoding: gzip`
         /// when the client prefers it (what curl, wget and scripts use).
         case negotiated
@@ -59,6 +59,15 @@ struct DownloadResponder: Sendable {
         /// `/download.csv.gz`: the gzip form as a file of its own
         /// (`application/gzip`, no `Content-Encoding`), saved as it is sent.
         case gzipFile
+
+        /// The last segment of its path, `/exports/{id}/<segment>`.
+        var pathSegment: String {
+            switch self {
+            case .negotiated: "download"
+            case .csv: "download.csv"
+            case .gzipFile: "download.csv.gz"
+            }
+        }
     }
 
     func response(for job: ExportJob, request: Request, form: Form = .negotiated, extraHeaders: HTTPFields = [:]) async throws -> Response {

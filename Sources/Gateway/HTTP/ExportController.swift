@@ -26,11 +26,11 @@ struct ExportController: Sendable {
         }
         router.get("/exports") { request, context in try await self.list(request, caller: Self.caller(context, api: true)) }
         router.head("/exports") { request, context in Self.headersOnly(try await self.list(request, caller: Self.caller(context, api: true))) }
-        for (path, form) in [("download", DownloadResponder.Form.negotiated), ("download.csv", .csv), ("download.csv.gz", .gzipFile)] {
-            router.get("/exports/:id/\(path)") { request, context in
+        for form in DownloadResponder.Form.allCases {
+            router.get("/exports/:id/\(form.pathSegment)") { request, context in
                 try await self.download(request, id: context.parameters.get("id"), form: form, caller: Self.caller(context, api: false))
             }
-            router.head("/exports/:id/\(path)") { request, context in
+            router.head("/exports/:id/\(form.pathSegment)") { request, context in
                 Self.headersOnly(try await self.download(request, id: context.parameters.get("id"), form: form, caller: Self.caller(context, api: false)))
             }
         }

@@ -29,7 +29,7 @@ struct PageController: Sendable {
 
     /// True for the paths (as segments) this controller serves.
     static func serves(_ segments: [Substring]) -> Bool {
-        segments.isEmpty || segments == ["ui", "page.css"] || segments == ["ui", "page.js"]
+        Self.assets["/" + segments.joined(separator: "/")] != nil
     }
 
     /// Only this origin's own script and styles run; the page's API calls
