@@ -72,15 +72,15 @@ public final class SpoolFile: @unchecked Sendable {
             base += n
             remaining -= n
         }
-        self.condition.lock()
-        self.length += bytes.count
-        self.condition.unlock()
-        self.settleRecords(records)
+        self.settleRecords(records, length: bytes.count)
     }
 
-    /// Counts `records` more as ending within the bytes appended so far, and wakes the reader.
-    private func settleRecords(_ records: Int) {
+    /// Counts `length` more bytes and `records` more as ending within the
+    /// bytes appended so far, and wakes the reader. One critical section: a
+    /// reader that sees the bytes sees their records too.
+    private func settleRecords(_ records: Int, length: Int = 0) {
         self.condition.lock()
+        self.length += length
         if records > 0 {
             self.records += records
             self.checkpoints.append((self.length, self.records))

@@ -19,6 +19,9 @@ final class ExportRun: Sendable {
         var rowsWritten = 0
         /// Records the later pieces of a parallel export have read into
         /// their spool files and that are not in the export's file yet.
+        /// Below zero for a moment when the stitcher copies records before
+        /// their reader has counted them (it sees bytes as soon as they are
+        /// appended): a sum of both sides, clamped only where it is shown.
         var rowsSpooled = 0
         var bytesWritten = 0
         var totalRows: Int?
@@ -176,7 +179,7 @@ final class ExportRun: Sendable {
 
     /// `records` of a spool file are now in the export's file (before `recordProgress` counts them there).
     func recordStitched(_ records: Int) {
-        self.state.withLock { $0.rowsSpooled = max(0, $0.rowsSpooled - records) }
+        self.state.withLock { $0.rowsSpooled -= records }
     }
 
     /// The progress of a run another gateway runs, as it last recorded it
@@ -259,7 +262,7 @@ final class ExportRun: Sendable {
         let gzip = self.publishedGzip
         return self.state.withLock { state in
             Snapshot(
-                lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, rowsRead: state.rowsWritten + state.rowsSpooled,
+                lifecycle: state.lifecycle, rowsWritten: state.rowsWritten, rowsRead: state.rowsWritten + max(0, state.rowsSpooled),
                 bytesWritten: state.bytesWritten, totalRows: state.totalRows, totalRowsExact: state.totalRowsExact, gzip: gzip)
         }
     }

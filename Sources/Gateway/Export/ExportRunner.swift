@@ -335,19 +335,23 @@ struct ExportRunner: Sendable {
         var records = 0
         while true {
             if run.shouldStop { throw CacheError.cancelled() }
-            switch try piece.spool.read(into: block, at: offset, timeout: 1) {
-            case .bytes(let n):
+            let result = try piece.spool.read(into: block, at: offset, timeout: 1)
+            var wrote = false
+            if case .bytes(let n) = result {
                 try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
                 adopt(piece.reservation, n)
                 offset += n
-                let now = piece.spool.records(within: offset)
+                wrote = true
+            }
+            // Counted on every pass, not only after bytes: a record longer
+            // than the writer's block is told with an append of no bytes,
+            // which may come after its last byte was copied.
+            let now = piece.spool.records(within: offset)
+            if wrote || now > records {
                 copied(now - records)
                 records = now
-            case .nothingYet:
-                continue
-            case .ended:
-                return
             }
+            if case .ended = result { return }
         }
     }
 
