@@ -95,8 +95,9 @@ struct LiveDownloadTests {
 
     @Test func curlResumeOfARunningExportNeverEndsShortWithSuccess() async throws {
         // A wait long enough that the export, once free, ends within it even
-        // on a loaded machine (seen: 1 s was not, with the whole suite running).
-        let server = try await TestServer.start(rangeWaitSeconds: 3)
+        // on a loaded machine (seen: neither 1 s nor 3 s was, with the whole
+        // suite running on 2 cores): the default, 15 s.
+        let server = try await TestServer.start(rangeWaitSeconds: 15)
         defer { Task { await server.stop() } }
         let expected = try await server.psqlCopy(Self.select)
         let lock = try await TableLock.lockUsers(server)
@@ -114,7 +115,7 @@ struct LiveDownloadTests {
 
         // The export finishes during the wait: the resume completes the file.
         try expected.prefix(1000).write(to: URL(fileURLWithPath: path))
-        let resume = try RunningProcess("curl", ["-s", "-S", "-f", "-C", "-", "--max-time", "20", "-o", path, server.url("/exports/\(id)/download")])
+        let resume = try RunningProcess("curl", ["-s", "-S", "-f", "-C", "-", "--max-time", "40", "-o", path, server.url("/exports/\(id)/download")])
         try await Task.sleep(for: .milliseconds(200))
         try await lock.release()
         let resumed = await resume.wait()

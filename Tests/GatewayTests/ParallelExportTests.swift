@@ -31,7 +31,11 @@ import Glibc
                 if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }) {
                     freezeBackends([pid])
                     let run = try #require(server.exportRun(id))
-                    if run.status == .running, run.pieces == 3 { return (id, pid) }
+                    // Caught mid-COPY, not after its last row went out while
+                    // pg_stat_activity still said active (seen once): then
+                    // the export runs on to the end; with the piece frozen,
+                    // it stops short of the table's rows and stays there.
+                    if try await Self.stallsShort(run) { return (id, pid) }
                     kill(pid, SIGCONT)
                     break
                 }
@@ -43,6 +47,20 @@ import Glibc
         }
         struct NotCaught: Error {}
         throw NotCaught()
+    }
+
+    /// True when `run` is running with three pieces and has read the same
+    /// number of rows, short of the whole table, for a whole second.
+    static func stallsShort(_ run: ExportRun) async throws -> Bool {
+        var last = -1
+        for _ in 0..<10 {
+            guard run.status == .running, run.pieces == 3 else { return false }
+            let read = run.snapshot().rowsRead
+            if read == last { return read < Self.rows }
+            last = read
+            try await Task.sleep(for: .seconds(1))
+        }
+        return false
     }
 
     static func activeCopies(_ server: TestServer) async throws -> Int {
