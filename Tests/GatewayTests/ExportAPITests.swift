@@ -112,7 +112,8 @@ struct ExportAPITests {
     @Test func cancelOfRunningExportStopsTheQueryRemovesThePartialFileAndAbortsReaders() async throws {
         // One COPY, frozen (SIGSTOP of its backend) once bytes are written,
         // so the cancel lands mid-COPY however fast this machine reads.
-        let server = try await TestServer.start(rows: 400_000, exportsTuning: CSVOracleTests.parallel(1))
+        let rows = 400_000
+        let server = try await TestServer.start(rows: rows, exportsTuning: CSVOracleTests.parallel(1))
         defer { Task { await server.stop() } }
         var caught: (id: String, reader: CurlTransfer, pids: [Int32])?
         var objectsBefore: [String] = []
@@ -125,7 +126,7 @@ struct ExportAPITests {
             let pids = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
             freezeBackends(pids)
-            if !pids.isEmpty, server.exportRun(id)?.status == .running {
+            if !pids.isEmpty, try await server.exportStallsShort(id, of: rows) {
                 caught = (id, reader, pids)
             } else {
                 // It finished first: try again.

@@ -30,12 +30,7 @@ import Glibc
                 let found = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'")
                 if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }) {
                     freezeBackends([pid])
-                    let run = try #require(server.exportRun(id))
-                    // Caught mid-COPY, not after its last row went out while
-                    // pg_stat_activity still said active (seen once): then
-                    // the export runs on to the end; with the piece frozen,
-                    // it stops short of the table's rows and stays there.
-                    if try await Self.stallsShort(run) { return (id, pid) }
+                    if try await server.exportStallsShort(id, of: Self.rows), server.exportRun(id)?.pieces == 3 { return (id, pid) }
                     kill(pid, SIGCONT)
                     break
                 }
@@ -47,20 +42,6 @@ import Glibc
         }
         struct NotCaught: Error {}
         throw NotCaught()
-    }
-
-    /// True when `run` is running with three pieces and has read the same
-    /// number of rows, short of the whole table, for a whole second.
-    static func stallsShort(_ run: ExportRun) async throws -> Bool {
-        var last = -1
-        for _ in 0..<10 {
-            guard run.status == .running, run.pieces == 3 else { return false }
-            let read = run.snapshot().rowsRead
-            if read == last { return read < Self.rows }
-            last = read
-            try await Task.sleep(for: .seconds(1))
-        }
-        return false
     }
 
     static func activeCopies(_ server: TestServer) async throws -> Int {
@@ -234,12 +215,5 @@ import Glibc
         // The export's worker and its pieces end within a second or so of the stop.
         try await eventually(timeout: .seconds(10), "files removed") { server.files(in: "partial").isEmpty }
         try? FileManager.default.removeItem(atPath: server.cacheDirectory)
-    }
-}
-
-extension TestServer {
-    /// The run behind an export id, as the manager holds it.
-    func exportRun(_ exportID: String) -> ExportRun? {
-        UUID(uuidString: exportID).flatMap { self.manager.job($0) }?.run
     }
 }

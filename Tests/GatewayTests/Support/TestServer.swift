@@ -211,3 +211,27 @@ final class CapturedLog: LogHandler, @unchecked Sendable {
 
     var lines: [String] { self.lock.withLock { self.captured } }
 }
+
+extension TestServer {
+    /// The run behind an export id, as the manager holds it.
+    func exportRun(_ exportID: String) -> ExportRun? {
+        UUID(uuidString: exportID).flatMap { self.manager.job($0) }?.run
+    }
+
+    /// True when the export is running and has read the same number of
+    /// rows, short of `rows`, for a whole second: a backend frozen with
+    /// SIGSTOP was caught mid-COPY, not after its last row went out while
+    /// pg_stat_activity still said active (seen: then the export ran on to
+    /// the end, and a test that meant to cancel or fail it mid-way did not).
+    func exportStallsShort(_ exportID: String, of rows: Int) async throws -> Bool {
+        var last = -1
+        for _ in 0..<10 {
+            guard let run = self.exportRun(exportID), run.status == .running else { return false }
+            let read = run.snapshot().rowsRead
+            if read == last { return read < rows }
+            last = read
+            try await Task.sleep(for: .seconds(1))
+        }
+        return false
+    }
+}
