@@ -138,7 +138,7 @@ struct ClusterTests {
             let pids = try await a.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:a' AND query LIKE 'COPY%' AND state = 'active'")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
             freezeBackends(pids)
-            if !pids.isEmpty, a.manager.job(try #require(UUID(uuidString: id)))?.run.status == .running {
+            if !pids.isEmpty, try await a.exportStallsShort(id, of: 400_000) {
                 caught = (id, pids)
             } else {
                 pids.forEach { kill($0, SIGCONT) }
@@ -254,7 +254,7 @@ struct ClusterTests {
             let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:p1' AND query LIKE 'COPY%' AND state = 'active'")
                 .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
             freezeBackends(pids)
-            if !pids.isEmpty, try await curl(ownerBase + "/exports/\(id)/status").json["status"] as? String == "running" {
+            if !pids.isEmpty, try await exportStallsShort(statusURL: ownerBase + "/exports/\(id)/status", of: 400_000) {
                 caught = (id, readers, pids)
             } else {
                 pids.forEach { kill($0, SIGCONT) }

@@ -69,16 +69,27 @@ struct RestartTests {
         let before = try await curl(base + "/exports/\(small)/download")
         let etag = try #require(before.headers["etag"])
 
-        // One cut off mid-COPY, one waiting behind it.
-        let big = try #require(try await curl(base + "/exports/csv", method: "POST").json["exportId"] as? String)
+        // One cut off mid-COPY, one waiting behind it. Its COPY frozen
+        // (SIGSTOP of its backend), so the crash lands mid-export however
+        // fast this machine reads; tried again if it had already finished.
+        var caught: (id: String, pids: [Int32])?
+        var objectsBefore = 0
+        for _ in 0..<3 where caught == nil {
+            objectsBefore = try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count
+            let id = try #require(try await curl(base + "/exports/csv", method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
+            try await eventually("bytes written") { (try await curl(base + "/exports/\(id)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
+            let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
+                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            freezeBackends(pids)
+            if !pids.isEmpty, try await exportStallsShort(statusURL: base + "/exports/\(id)/status", of: 400_000) {
+                caught = (id, pids)
+            } else {
+                pids.forEach { kill($0, SIGCONT) }
+                try await eventually("the uncaught export completes") { try await curl(base + "/exports/\(id)/status").json["status"] as? String == "completed" }
+            }
+        }
+        let (big, pids) = try #require(caught, "the COPY was caught running")
         let queued = try #require(try await curl(base + "/exports/csv?subscription_tier=enterprise", method: "POST").json["exportId"] as? String)
-        try await eventually("bytes written") { (try await curl(base + "/exports/\(big)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
-        // Its COPYs frozen (SIGSTOP of their backends), so the crash lands
-        // mid-export however fast this machine reads.
-        let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
-            .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
-        freezeBackends(pids)
-        #expect(!pids.isEmpty, "the COPY was caught running")
         #expect(try await curl(base + "/exports/\(big)/status").json["status"] as? String == "running")
         #expect(try await curl(base + "/exports/\(queued)/status").json["status"] as? String == "queued")
         let partialsAtCrash = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])
@@ -86,7 +97,7 @@ struct RestartTests {
         _ = await gateway.wait()
         pids.forEach { kill($0, SIGCONT) }
         #expect(!partialsAtCrash.isEmpty, "the crash left a partial file")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count == 1, "only the finished export was published")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count == objectsBefore, "only the finished exports were published")
 
         (gateway, base) = try await Self.launch(databaseURL: seeded.databaseURL, cacheDirectory: cache)
         defer { gateway.terminate() }
