@@ -206,6 +206,21 @@ import Testing
             let head = try await curl(server.url(path), method: "HEAD", ["-I"])
             #expect(head.status == 200 && head.headers["content-length"] == String(asset.body.count), "\(path)")
         }
+        // Gzipped to a client that asks (curl decodes it): the same bytes,
+        // smaller on the wire, an ETag of its own that revalidates only that form.
+        for path in ["/", "/ui/page.js", "/ui/page.css"] {
+            let plain = try await curl(server.url(path))
+            let gzip = try await curl(server.url(path), ["--compressed"])
+            #expect(plain.headers["content-encoding"] == nil && plain.headers["vary"] == "Accept-Encoding", "\(path)")
+            #expect(gzip.headers["content-encoding"] == "gzip" && gzip.headers["vary"] == "Accept-Encoding", "\(path)")
+            #expect(gzip.body == plain.body, "\(path)")
+            let gzipTag = try #require(gzip.headers["etag"])
+            #expect(gzipTag != plain.headers["etag"], "\(path)")
+            let head = try await curl(server.url(path), method: "HEAD", ["-I", "-H", "Accept-Encoding: gzip"])
+            #expect(Int(head.headers["content-length"] ?? "") ?? .max < plain.body.count / 2, "\(path)")
+            #expect(try await curl(server.url(path), ["--compressed", "-H", "If-None-Match: \(gzipTag)"]).status == 304, "\(path)")
+            #expect(try await curl(server.url(path), ["-H", "If-None-Match: \(gzipTag)"]).status == 200, "\(path)")
+        }
         let js = String(decoding: try await curl(server.url("/ui/page.js")).body, as: UTF8.self)
         #expect(!js.contains("innerHTML") && !js.contains("localStorage.setItem") && !js.contains("eval("))
         #expect(try await curl(server.url("/ui/other.js")).status == 404)

@@ -9,15 +9,35 @@ import NIOCore
 /// every other client. Open to all: the files hold nothing of anyone's.
 struct PageController: Sendable {
     private struct Asset: Sendable {
-        let bytes: [UInt8]
         let contentType: String
-        /// A strong validator, so a reload costs a 304.
-        let etag: String
+        let identity: Form
+        /// The same bytes gzipped once, at first use (about a third of the
+        /// size); nil if zlib failed, and then only the identity is sent.
+        let gzip: Form?
+
+        /// One representation: its bytes and a strong validator of its
+        /// own, so a reload costs a 304 whichever a client was sent.
+        struct Form: Sendable {
+            let bytes: [UInt8]
+            let etag: String
+
+            init(_ bytes: [UInt8]) {
+                self.bytes = bytes
+                self.etag = "\"\(Hex.string(SHA256.hash(data: bytes)).prefix(32))\""
+            }
+        }
 
         init(_ bytes: [UInt8], _ contentType: String) {
-            self.bytes = bytes
             self.contentType = contentType
-            self.etag = "\"\(Hex.string(SHA256.hash(data: bytes)).prefix(32))\""
+            self.identity = Form(bytes)
+            self.gzip = (try? Self.gzipped(bytes)).map(Form.init)
+        }
+
+        private static func gzipped(_ bytes: [UInt8]) throws -> [UInt8] {
+            let stream = try GzipStream(level: 9)
+            var out = try stream.compress(ByteBuffer(bytes: bytes))
+            for var buffer in try stream.finish() { out.writeBuffer(&buffer) }
+            return Array(out.readableBytesView)
         }
     }
 
@@ -54,12 +74,19 @@ struct PageController: Sendable {
 
     private static func response(_ asset: Asset, request: Request, body: Bool) -> Response {
         var headers = Self.securityHeaders
-        headers[.eTag] = asset.etag
-        if let ifNoneMatch = request.headers[.ifNoneMatch], DownloadResponder.matches(ifNoneMatch, etag: asset.etag) {
+        headers[.vary] = "Accept-Encoding"
+        var form = asset.identity
+        if let gzip = asset.gzip, AcceptEncoding.prefersGzip(request.headers[.acceptEncoding]) {
+            form = gzip
+            headers[.contentEncoding] = "gzip"
+        }
+        headers[.eTag] = form.etag
+        if let ifNoneMatch = request.headers[.ifNoneMatch], DownloadResponder.matches(ifNoneMatch, etag: form.etag) {
+            headers[.contentEncoding] = nil
             return Response(status: .notModified, headers: headers)
         }
         headers[.contentType] = asset.contentType
-        headers[.contentLength] = String(asset.bytes.count)
-        return Response(status: .ok, headers: headers, body: body ? ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes)) : ResponseBody())
+        headers[.contentLength] = String(form.bytes.count)
+        return Response(status: .ok, headers: headers, body: body ? ResponseBody(byteBuffer: ByteBuffer(bytes: form.bytes)) : ResponseBody())
     }
 }
