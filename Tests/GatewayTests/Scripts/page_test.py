@@ -380,6 +380,9 @@ def cancel_and_delete(ctx, driver):
         check("excel=true" in json.loads(body)["query"] and "country_code=US%2CDE" in json.loads(body)["query"],
               f"the form's options did not reach the API: {json.loads(body)['query']}")
         wait_for("the export running", lambda: item_status(driver, export_id) == "running", timeout=30)
+        # Its query waits on the lock: said in words, not a bar stuck at 0 %.
+        wait_for("'no rows yet' while the query waits", lambda: item(driver, export_id).find_element(By.CSS_SELECTOR, ".percent").text == "no rows yet", timeout=10)
+        screenshot(ctx, driver, "desktop-waiting", "exports-heading")
         cancel = item(driver, export_id).find_element(By.CSS_SELECTOR, "button.cancel")
         check(cancel.is_displayed(), "no cancel button on a running export")
         cancel.click()

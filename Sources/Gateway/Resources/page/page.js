@@ -446,13 +446,19 @@
     q('.progress-line').hidden = d.status === 'cancelled' || d.status === 'failed';
     if (d.status === 'queued') bar.removeAttribute('value'); else bar.value = d.progress;
     bar.setAttribute('aria-label', `Progress of export ${shortID(d.exportId)}`);
-    q('.percent').textContent = d.status === 'queued' ? 'waiting' : `${Math.floor(d.progress * 100)} %`;
-    const total = d.totalRows === null ? '' : ` of ${d.totalRowsExact ? '' : '~'}${formatNumber(d.totalRows)}`;
+    // Running with no row yet: the database is planning the query or
+    // waiting for a lock another session holds on the table; say so rather
+    // than show a bar stuck at 0 %.
+    const noRowYet = d.status === 'running' && d.rowsRead === 0;
+    q('.percent').textContent = d.status === 'queued' ? 'waiting' : noRowYet ? 'no rows yet' : `${Math.floor(d.progress * 100)} %`;
+    q('.percent').title = noRowYet ? 'The database has sent no rows yet: it may be planning the query or waiting for a lock on the table.' : '';
+    // An estimate the export has passed says nothing more.
+    const total = d.totalRows === null || (!d.totalRowsExact && d.rowsRead > d.totalRows) ? '' : ` of ${d.totalRowsExact ? '' : '~'}${formatNumber(d.totalRows)}`;
     // Rows read, parallel pieces included (what the bar counts); the bytes
     // are those in the file, what a live download has now.
     q('.rows').textContent = `${formatNumber(d.rowsRead)}${total}`;
     q('.bytes').textContent = formatBytes(d.bytesWritten);
-    q('.rate').textContent = d.rowsPerSecond === null ? '–' : `${formatNumber(Math.round(d.rowsPerSecond))} rows/s`;
+    q('.rate').textContent = d.rowsPerSecond === null || noRowYet ? '–' : `${formatNumber(Math.round(d.rowsPerSecond))} rows/s`;
     q('.eta').textContent = d.status === 'running' && d.etaSeconds !== null ? formatSeconds(d.etaSeconds) : (d.status === 'completed' ? 'done' : '–');
     q('.size-item').hidden = d.sizeBytes === null;
     q('.size').textContent = d.sizeBytes === null ? '' : d.sizeBytes < 1000 ? formatBytes(d.sizeBytes) : `${formatBytes(d.sizeBytes)} (${formatNumber(d.sizeBytes)} bytes)`;
