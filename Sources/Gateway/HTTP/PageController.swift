@@ -11,7 +11,7 @@ struct PageController: Sendable {
     private struct Asset: Sendable {
         let contentType: String
         let identity: Form
-        /// The same bytes gzipped once, at first use (about a third of the
+        /// The same bytes gzipped once, at start (about a third of the
         /// size); nil if zlib failed, and then only the identity is sent.
         let gzip: Form?
 
