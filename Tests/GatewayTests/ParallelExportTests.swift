@@ -27,10 +27,15 @@ import Glibc
             let id = try #require(try await curl(server.url("/exports/csv"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline {
-                let found = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'")
-                if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }) {
+                let found = try await server.sql("SELECT pid, substring(query FROM 'id >= ([0-9]+)') FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'")
+                if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }),
+                    let from = found.first?.last.flatMap({ $0.flatMap { Int($0) } }) {
                     freezeBackends([pid])
-                    if try await server.exportStallsShort(id, of: Self.rows), server.exportRun(id)?.pieces == 3 { return (id, pid) }
+                    // Frozen after its first rows are in its spool: a piece
+                    // that ends with none is read by the leader instead
+                    // (seen: the export then completed, as it should).
+                    let before = Int(try await server.sql("SELECT count(*) FROM users WHERE id < \(from)")[0][0] ?? "") ?? Self.rows
+                    if try await server.exportStallsShort(id, of: Self.rows, past: before), server.exportRun(id)?.pieces == 3 { return (id, pid) }
                     kill(pid, SIGCONT)
                     break
                 }

@@ -218,23 +218,24 @@ extension TestServer {
         UUID(uuidString: exportID).flatMap { self.manager.job($0) }?.run
     }
 
-    /// `exportStallsShort(statusURL:of:)` for an export of this server.
-    func exportStallsShort(_ exportID: String, of rows: Int) async throws -> Bool {
-        try await GatewayTests.exportStallsShort(statusURL: self.url("/exports/\(exportID)/status"), of: rows)
+    /// `exportStallsShort(statusURL:of:past:)` for an export of this server.
+    func exportStallsShort(_ exportID: String, of rows: Int, past floor: Int = -1) async throws -> Bool {
+        try await GatewayTests.exportStallsShort(statusURL: self.url("/exports/\(exportID)/status"), of: rows, past: floor)
     }
 }
 
 /// True when the export is running and has read the same number of rows,
-/// short of `rows`, for a whole second: a backend frozen with SIGSTOP was
-/// caught mid-COPY, not after its last row went out while pg_stat_activity
-/// still said active (seen: then the export ran on to the end, and a test
-/// that meant to cancel, fail or crash it mid-way did not).
-func exportStallsShort(statusURL: String, of rows: Int) async throws -> Bool {
+/// short of `rows` and more than `floor`, for a whole second: a backend
+/// frozen with SIGSTOP was caught mid-COPY, not after its last row went out
+/// while pg_stat_activity still said active (seen: then the export ran on
+/// to the end, and a test that meant to cancel, fail or crash it mid-way
+/// did not), nor before its first (`floor`: the rows of the other pieces).
+func exportStallsShort(statusURL: String, of rows: Int, past floor: Int = -1) async throws -> Bool {
     var last = -1
     for _ in 0..<10 {
         let status = try await curl(statusURL).json
         guard status["status"] as? String == "running", let read = status["rowsRead"] as? Int else { return false }
-        if read == last { return read < rows }
+        if read == last { return read < rows && read > floor }
         last = read
         try await Task.sleep(for: .seconds(1))
     }
