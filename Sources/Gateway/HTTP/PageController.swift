@@ -15,14 +15,15 @@ struct PageController: Sendable {
         /// size); nil if zlib failed, and then only the identity is sent.
         let gzip: Form?
 
-        /// One representation: its bytes and a strong validator of its
-        /// own, so a reload costs a 304 whichever a client was sent.
+        /// One representation: its bytes (a buffer each response shares,
+        /// not a copy per request) and a strong validator of its own, so a
+        /// reload costs a 304 whichever a client was sent.
         struct Form: Sendable {
-            let bytes: [UInt8]
+            let body: ByteBuffer
             let etag: String
 
             init(_ bytes: [UInt8]) {
-                self.bytes = bytes
+                self.body = ByteBuffer(bytes: bytes)
                 self.etag = "\"\(Hex.string(SHA256.hash(data: bytes)).prefix(32))\""
             }
         }
@@ -86,7 +87,7 @@ struct PageController: Sendable {
             return Response(status: .notModified, headers: headers)
         }
         headers[.contentType] = asset.contentType
-        headers[.contentLength] = String(form.bytes.count)
-        return Response(status: .ok, headers: headers, body: body ? ResponseBody(byteBuffer: ByteBuffer(bytes: form.bytes)) : ResponseBody())
+        headers[.contentLength] = String(form.body.readableBytes)
+        return Response(status: .ok, headers: headers, body: body ? ResponseBody(byteBuffer: form.body) : ResponseBody())
     }
 }
