@@ -43,7 +43,8 @@ struct ExportStatus: Encodable, Sendable {
         self.status = status
         self.rowsWritten = run.rowsWritten
         // Equal to rowsWritten once complete: `complete` empties the spooled count.
-        self.rowsRead = run.rowsRead
+        let rowsRead = run.rowsRead
+        self.rowsRead = rowsRead
         self.bytesWritten = run.bytesWritten
         self.totalRows = run.totalRows
         self.totalRowsExact = run.totalRowsExact
@@ -66,16 +67,16 @@ struct ExportStatus: Encodable, Sendable {
             self.progress = 0
         case .running:
             // An estimate can be low; never claim done before it is.
-            self.progress = run.totalRows.map { $0 > 0 ? min(0.99, Double(run.rowsRead) / Double($0)) : 0 } ?? 0
+            self.progress = run.totalRows.map { $0 > 0 ? min(0.99, Double(rowsRead) / Double($0)) : 0 } ?? 0
         }
         if let startedAt = lifecycle.startedAt {
             let elapsed = (lifecycle.completedAt ?? now).timeIntervalSince(startedAt)
-            let rate = elapsed > 0 ? Double(self.rowsRead) / elapsed : nil
+            let rate = elapsed > 0 ? Double(rowsRead) / elapsed : nil
             self.rowsPerSecond = rate.map { ($0 * 10).rounded() / 10 }
             if status == .completed {
                 self.etaSeconds = 0
             } else if status == .running, let rate, rate > 0, let totalRows = run.totalRows {
-                self.etaSeconds = (max(0, Double(totalRows - run.rowsRead) / rate) * 10).rounded() / 10
+                self.etaSeconds = (max(0, Double(totalRows - rowsRead) / rate) * 10).rounded() / 10
             } else {
                 self.etaSeconds = nil
             }
