@@ -135,8 +135,7 @@ struct ClusterTests {
         for _ in 0..<5 where caught == nil {
             let id = try #require(try await curl(a.url("/exports/csv"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             try await eventually("bytes written") { (try await curl(a.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
-            let pids = try await a.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:a' AND query LIKE 'COPY%' AND state = 'active'")
-                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            let pids = try await a.activeCopyPIDs(application: "gateway:a")
             freezeBackends(pids)
             if !pids.isEmpty, try await a.exportStallsShort(id, of: 400_000) {
                 caught = (id, pids)
@@ -251,8 +250,7 @@ struct ClusterTests {
             let id = try #require(try await curl(ownerBase + "/exports/csv", method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             let readers = try [secondBase, thirdBase].map { try startCurl($0 + "/exports/\(id)/download") }
             try await eventually("bytes written on p1") { (try await curl(ownerBase + "/exports/\(id)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
-            let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'gateway:p1' AND query LIKE 'COPY%' AND state = 'active'")
-                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            let pids = try await seeded.activeCopyPIDs(application: "gateway:p1")
             freezeBackends(pids)
             if !pids.isEmpty, try await exportStallsShort(statusURL: ownerBase + "/exports/\(id)/status", of: 400_000) {
                 caught = (id, readers, pids)

@@ -123,8 +123,7 @@ struct ExportAPITests {
             let id = try #require(try await curl(server.url("/exports/csv"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             let reader = try startCurl(server.url("/exports/\(id)/download"))
             try await eventually("bytes written") { (try await curl(server.url("/exports/\(id)/status")).json["bytesWritten"] as? Int ?? 0) > 0 }
-            let pids = try await server.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
-                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            let pids = try await server.activeCopyPIDs()
             freezeBackends(pids)
             if !pids.isEmpty, try await server.exportStallsShort(id, of: rows) {
                 caught = (id, reader, pids)

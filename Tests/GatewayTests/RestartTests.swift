@@ -44,15 +44,8 @@ struct RestartTests {
             "INSTANCE_ID": Self.instanceID(cacheDirectory),
             "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
         ].merging(environment) { _, new in new })
-        var base = ""
-        try await eventually("the gateway listens") {
-            guard let line = process.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
-                let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) })
-            else { return false }
-            base = "http://127.0.0.1:\(port)"
-            return true
-        }
-        return (process, base)
+        let port = try await process.listeningPort("the gateway listens", timeout: .seconds(20))
+        return (process, "http://127.0.0.1:\(port)")
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -78,8 +71,7 @@ struct RestartTests {
             objectsBefore = try FileManager.default.contentsOfDirectory(atPath: cache + "/objects").count
             let id = try #require(try await curl(base + "/exports/csv", method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             try await eventually("bytes written") { (try await curl(base + "/exports/\(id)/status").json["bytesWritten"] as? Int ?? 0) > 0 }
-            let pids = try await seeded.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()")
-                .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+            let pids = try await seeded.activeCopyPIDs()
             freezeBackends(pids)
             if !pids.isEmpty, try await exportStallsShort(statusURL: base + "/exports/\(id)/status", of: 400_000) {
                 caught = (id, pids)

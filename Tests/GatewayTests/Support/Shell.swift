@@ -93,13 +93,13 @@ final class RunningProcess: Sendable {
     /// What it has written to stderr so far.
     var stderrSoFar: String { (try? String(contentsOfFile: self.errPath, encoding: .utf8)) ?? "" }
 
-    /// The port of a test proxy (`Scripts/*_proxy.py`), from the
-    /// "… listening on 127.0.0.1:PORT" line it writes to stderr.
-    func listeningPort() async throws -> Int {
+    /// The port of a test proxy (`Scripts/*_proxy.py`) or of the gateway
+    /// binary, from the "… listening on 127.0.0.1:PORT" line it writes to stderr.
+    func listeningPort(_ what: String = "the proxy listens", timeout: Duration = .seconds(30)) async throws -> Int {
         var port = 0
-        try await eventually(timeout: .seconds(30), "the proxy listens") {
+        try await eventually(timeout: timeout, what) {
             guard let line = self.stderrSoFar.split(separator: "\n").first(where: { $0.contains("listening on") }),
-                let last = line.split(separator: ":").last, let p = Int(last)
+                let last = line.split(separator: ":").last, let p = Int(last.trimmingCharacters(in: .whitespaces))
             else { return false }
             port = p
             return true

@@ -218,6 +218,15 @@ extension TestServer {
         UUID(uuidString: exportID).flatMap { self.manager.job($0) }?.run
     }
 
+    /// The backends of this database running a COPY now (the export's
+    /// pieces), of one gateway's connections when `application` is given
+    /// (`gateway:<INSTANCE_ID>`).
+    func activeCopyPIDs(application: String? = nil) async throws -> [Int32] {
+        let only = application.map { " AND application_name = '\($0)'" } ?? ""
+        return try await self.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND state = 'active'\(only)")
+            .compactMap { $0.first.flatMap { $0.flatMap { Int32($0) } } }
+    }
+
     /// `exportStallsShort(statusURL:of:past:)` for an export of this server.
     func exportStallsShort(_ exportID: String, of rows: Int, past floor: Int = -1) async throws -> Bool {
         try await GatewayTests.exportStallsShort(statusURL: self.url("/exports/\(exportID)/status"), of: rows, past: floor)
