@@ -28,6 +28,8 @@ struct ValidationTests {
         ("quoteChar=%2C%CC%81", "quoteChar"),
         ("delimiter=%FF", "delimiter"),
         ("quoteChar=", "quoteChar"),
+        ("quoteChar=%0A", "quoteChar"),
+        ("quoteChar=%0D", "quoteChar"),
         ("delimiter=%22", "quoteChar"),
         ("country_code=%ZZ", "country_code"),
         ("header=maybe", "header"),

@@ -165,6 +165,11 @@ struct ExportRequest: Sendable, Equatable {
                 }
             case "quoteChar":
                 request.quote = try Self.byte(known, value)
+                // PostgreSQL takes these, but a file quoted with a line break
+                // cannot be split into records by any CSV reader.
+                if request.quote == ASCII.cr || request.quote == ASCII.lf {
+                    throw ParameterError(parameter: known, message: "quoteChar cannot be a carriage return or a line feed")
+                }
             case "header":
                 request.options.header = try Self.boolean(known, value)
             case "bom":
