@@ -111,8 +111,7 @@ func buildApplication(
         headerTimeout: .seconds(Int64(http.requestHeaderTimeoutSeconds)),
         keepAliveTimeout: .seconds(Int64(http.keepAliveTimeoutSeconds)),
         maxHeaderBytes: http.maxHeaderBytes,
-        sendTimeout: .seconds(Int64(http.sendTimeoutSeconds)),
-        underPressure: { buffers.waiting > 0 }
+        sendTimeout: .seconds(Int64(http.sendTimeoutSeconds))
     )
     let health = HealthProbe(database: configuration.database.settings, store: store, pools: pools)
     let connections = ConnectionCounter()

@@ -54,15 +54,16 @@ struct ClientFaultTests {
     }
 
     /// Clients that ask for a download and never read hold chunks in their
-    /// sockets' queues: with a tiny budget they would starve everyone else.
-    /// Under that pressure a client that has taken nothing for 5 s is cut,
-    /// and a normal download still completes, whole.
+    /// sockets' queues: with a tiny budget they hold all of it, and other
+    /// downloads wait for memory (they are not cut). The wait is bounded by
+    /// SEND_TIMEOUT (5 s here): the clients that took nothing are cut then,
+    /// and a normal download completes, whole.
     @Test(.timeLimit(.minutes(2)))
-    func clientsThatNeverReadCannotStarveOtherDownloads() async throws {
+    func clientsThatNeverReadHoldOtherDownloadsBackForAtMostTheSendTimeout() async throws {
         let url = try await BigDatabase.fresh()
         let cache = try temporaryDirectory("stuck")
         defer { try? FileManager.default.removeItem(atPath: cache) }
-        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["DOWNLOAD_BUFFER_BYTES": "512K"])
+        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["DOWNLOAD_BUFFER_BYTES": "512K", "SEND_TIMEOUT": "5"])
         defer { gateway.terminate() }
         let done = try await ProcessFaultTests.finishedExport(base)
         async let stuck = run("python3", [Self.script, "stuck", "127.0.0.1", Self.port(base), "/exports/\(done.id)/download", "24", "12"])
@@ -80,10 +81,47 @@ struct ClientFaultTests {
         #expect(!result.text.hasPrefix("closed 0 "), "clients that took nothing were cut: \(result.text)")
     }
 
+    /// No client that keeps reading is cut, however many others share the
+    /// download memory: 30 clients at 16 KB/s (the floor the README
+    /// promises) and 10 at 1 MB/s (curl's `--limit-rate` reads in bursts and
+    /// sleeps for seconds between them) on a 256 KiB budget, so that readers
+    /// wait for memory the whole time, for 15 s (three times the 5 s after
+    /// which the gateway used to cut a client that stalled while others
+    /// waited). Every curl is still reading when its own time limit ends
+    /// it (exit 28), none was cut (exit 18 or 56), and the gateway cut no
+    /// one; then a download of the whole file still completes.
+    @Test(.timeLimit(.minutes(2)))
+    func slowButSteadyReadersAreNeverCutWhileOthersWaitForMemory() async throws {
+        let url = try await BigDatabase.fresh()
+        let cache = try temporaryDirectory("steady")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: ["DOWNLOAD_BUFFER_BYTES": "256K", "LOG_LEVEL": "debug"])
+        defer { gateway.terminate() }
+        let done = try await ProcessFaultTests.finishedExport(base)
+        let rates = Array(repeating: "16K", count: 30) + Array(repeating: "1M", count: 10)
+        let transfers = try rates.map { rate in
+            try startCurl(base + "/exports/\(done.id)/download", ["--limit-rate", rate, "--max-time", "15"])
+        }
+        var codes: [Int32] = []
+        var smallest = Int.max
+        for transfer in transfers {
+            let result = await transfer.wait()
+            codes.append(result.exitCode)
+            smallest = min(smallest, result.body.count)
+        }
+        #expect(codes.allSatisfy { $0 == 28 }, "curl exit codes (28: still reading at its time limit; 18/56: cut): \(codes)")
+        // Each client got bytes the whole time (16 KB/s for 15 s is 240 KB).
+        #expect(smallest > 100_000, "a client received only \(smallest) bytes")
+        let cuts = gateway.stderrSoFar.components(separatedBy: "closing a connection whose client takes nothing").count - 1
+        #expect(cuts == 0, "the gateway cut \(cuts) clients that were reading")
+        let whole = try await curl(base + "/exports/\(done.id)/download", ["--max-time", "60"])
+        #expect(whole.exitCode == 0 && whole.body.count == done.size)
+    }
+
     /// SEND_TIMEOUT cuts a client that takes nothing, not one that reads
     /// slowly. A client that read 8 MB fast and then 100 KB/s leaves megabytes
     /// in the server's socket buffer: no write of the server completes for
-    /// far longer than the 5 s timeout, yet the kernel keeps sending it data
+    /// far longer than the 5 s timeout (SEND_TIMEOUT here), yet the kernel keeps sending it data
     /// (`tcpi_last_data_sent`), so it is not cut; one that reads nothing is.
     @Test(.timeLimit(.minutes(2)))
     func aSlowReaderIsNotCutButOneThatTakesNothingIs() async throws {
