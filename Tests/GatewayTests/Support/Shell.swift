@@ -42,8 +42,23 @@ final class RunningProcess: Sendable {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
+        // Signals as a shell would give them: default dispositions and none
+        // blocked. The test process ignores SIGINT and SIGTERM (the
+        // in-process gateways' signal handling sets them to SIG_IGN), and an
+        // ignored disposition survives exec: a script started with SIGINT
+        // ignored cannot even trap it (seen: run.sh deaf to Ctrl-C here).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var all = sigset_t()
+        var none = sigset_t()
+        sigfillset(&all)
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var spawned: pid_t = 0
-        let status = posix_spawn(&spawned, path, &actions, nil, argv, envp)
+        let status = posix_spawn(&spawned, path, &actions, &attributes, argv, envp)
         guard status == 0 else {
             struct SpawnFailed: Error { let path: String; let errno: Int32 }
             throw SpawnFailed(path: path, errno: status)
