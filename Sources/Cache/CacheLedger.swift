@@ -96,6 +96,9 @@ public struct CacheLedger: Sendable {
     /// True while some run holds the file at `path`.
     public func isHeld(_ path: String) -> Bool { self.files[path] != nil }
 
+    /// The size of the held file at `path`, if held.
+    public func size(of path: String) -> Int? { self.files[path]?.size }
+
     /// How many runs hold the file at `path`.
     public func holders(of path: String) -> Int { self.files[path]?.holders ?? 0 }
 

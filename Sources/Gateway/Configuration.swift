@@ -15,7 +15,8 @@ import Foundation
 /// - `KEEP_ALIVE_TIMEOUT`: seconds an idle kept-alive connection stays open. Default `15`.
 /// - `MAX_HEADER_BYTES`: bytes of a request head (request line and headers); past it, `431`. Default `16384`.
 /// - `SEND_TIMEOUT`: seconds a response may wait for its client to take any of it
-///   before it is cut (5 s while downloads wait for the download memory budget). Default `60`.
+///   before it is cut; a client that takes bytes at any rate is never cut
+///   (the README's floor: 16 KB/s is tested). Default `60`.
 /// - `DOWNLOAD_BUFFER_BYTES`: bytes all downloads' read buffers may take
 ///   together (suffixes K, M, G). Default `16M`.
 /// - `SHUTDOWN_GRACE`: seconds downloads of finished files may take to end
@@ -34,6 +35,14 @@ import Foundation
 /// - `MAX_QUEUED_EXPORTS`: exports that may wait for a worker; beyond it, 429. The
 ///   export ids that may wait or run at once, coalesced or not, are
 ///   `MAX_CONCURRENT_EXPORTS + MAX_QUEUED_EXPORTS`. Default `100`.
+/// - `TOKEN_MAX_ACTIVE_EXPORTS`: export ids one API token may have waiting or
+///   running at once in the cluster (joins included); past it that token
+///   alone gets 429. Default: a quarter of `MAX_CONCURRENT_EXPORTS +
+///   MAX_QUEUED_EXPORTS`, at least 1. Without tokens there is one tenant and
+///   no per-token bound.
+/// - `TOKEN_CREATES_PER_MINUTE`: exports (new or joined) one token may ask
+///   for per minute in the cluster; past it, 429 with `Retry-After` until its
+///   minute ends. `0` is no bound. Default `120`.
 /// - `MAX_EXPORTS`: export ids kept at once (until deleted or expired); beyond it, 429. Default `100000`.
 /// - `EXPORT_TTL`: seconds an export lives after it was asked for; then 410 Gone. Default `86400`.
 /// - `CACHE_TTL`: seconds a completed export's file is reused for an identical request. Default `600`.
@@ -60,8 +69,13 @@ import Foundation
 /// - `CACHE_MAX_BYTES`: bytes the cache may hold (suffixes K, M, G, T). Default: half
 ///   of what the cache could have at start (the free space of its filesystem plus
 ///   the files already in it). `0` is no bound. Past it, least recently used files
-///   that no export needs are evicted; when none can be, new exports get 507 and a
-///   running one fails cleanly.
+///   that no export needs are evicted; then, for a new export's room, least
+///   recently used finished files that exports still refer to (those exports
+///   answer 410 `export_evicted` from then on); a new export whose estimated
+///   size cannot fit even so gets 507 before it is acknowledged.
+/// - `TOKEN_CACHE_SHARE`: percent of `CACHE_MAX_BYTES` one API token's files
+///   may take; a token past it makes room by evicting its own least recently
+///   used files, never another's. Default `50`.
 ///
 /// Access
 /// - `API_TOKENS`: comma list of API tokens, each `name:token` or a bare
@@ -128,11 +142,17 @@ struct Configuration: Sendable {
         var directory = "./.cache/exports"
         /// nil: the default, half of what the cache could have at start; 0: no bound.
         var maxBytes: Int?
+        /// TOKEN_CACHE_SHARE, percent.
+        var tokenSharePercent = 50
     }
 
     struct Exports: Sendable {
         var maxConcurrent = 2
         var maxQueued = 100
+        /// TOKEN_MAX_ACTIVE_EXPORTS; nil: the default (`tokenActiveLimit`).
+        var tokenMaxActive: Int?
+        /// TOKEN_CREATES_PER_MINUTE; 0: no bound.
+        var tokenCreatesPerMinute = 120
         var maxExports = 100_000
         var gzipLevel = 6
         var gzipWorkers = 1
@@ -145,6 +165,9 @@ struct Configuration: Sendable {
         /// Not a setting: the tests lower it to read small tables in pieces.
         var minRowsPerPiece = ExportPlan.minRowsPerPiece
         var rangeWaitSeconds = 15
+
+        /// Export ids one token may have waiting or running at once.
+        var tokenActiveLimit: Int { self.tokenMaxActive ?? max(1, (self.maxConcurrent + self.maxQueued) / 4) }
     }
 
     struct Cluster: Sendable {
@@ -239,6 +262,9 @@ struct Configuration: Sendable {
         if let n = try int("EXPORT_PARALLELISM", 1...16) { self.exports.parallelism = n }
         if let n = try int("MAX_QUEUED_EXPORTS", 0...100_000) { self.exports.maxQueued = n }
         if let n = try int("MAX_EXPORTS", 1...10_000_000) { self.exports.maxExports = n }
+        if let n = try int("TOKEN_MAX_ACTIVE_EXPORTS", 1...1_000_000) { self.exports.tokenMaxActive = n }
+        if let n = try int("TOKEN_CREATES_PER_MINUTE", 0...1_000_000) { self.exports.tokenCreatesPerMinute = n }
+        if let n = try int("TOKEN_CACHE_SHARE", 1...100) { self.cache.tokenSharePercent = n }
         if let n = try int("GZIP_LEVEL", 1...9) { self.exports.gzipLevel = n }
         if let n = try int("GZIP_WORKERS", 1...64) { self.exports.gzipWorkers = n }
         if let n = try int("GZIP_QUEUE", 0...10_000) { self.exports.gzipQueue = n }

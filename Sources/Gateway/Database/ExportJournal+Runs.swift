@@ -46,6 +46,15 @@ extension ExportJournal {
             gzip_sha256 text,
             error text
         );
+        -- The token that made the run (its first export's owner): claims
+        -- take the oldest run of the token with the fewest running.
+        ALTER TABLE gateway.runs ADD COLUMN IF NOT EXISTS owner text;
+        -- Each token's admissions in its current minute (TOKEN_CREATES_PER_MINUTE).
+        CREATE TABLE IF NOT EXISTS gateway.token_windows (
+            owner text PRIMARY KEY,
+            window_start timestamptz NOT NULL,
+            admissions integer NOT NULL
+        );
         CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_request ON gateway.runs (request_key)
             WHERE joinable AND state IN ('queued', 'running');
         CREATE INDEX IF NOT EXISTS runs_active ON gateway.runs (created_at) WHERE state IN ('queued', 'running');
@@ -89,6 +98,10 @@ extension ExportJournal {
             return String(last.dropLast(".csv.partial".count))
         }
     }
+
+    /// The advisory lock that serializes admissions (and what must not
+    /// interleave with them) across the cluster.
+    static let admissionLock = "7573657273656566"
 
     static let runColumns = """
         r.id, r.request_key, r.state, r.instance, r.attempt, coalesce(r.lease_until < now(), false), r.partial_path,
@@ -155,6 +168,11 @@ extension ExportJournal {
         let cacheTTLSeconds: Int
         /// Export ids that may wait or run at once in the cluster.
         let activeLimit: Int
+        /// Export ids of `owner` that may wait or run at once in the cluster
+        /// (nil: no bound, as without tokens).
+        let ownerActiveLimit: Int?
+        /// Admissions of `owner` per minute (nil: no bound).
+        let ownerPerMinute: Int?
         /// When this gateway has a free worker: the new run is claimed by it at once.
         let claim: Claim?
     }
@@ -172,6 +190,11 @@ extension ExportJournal {
         /// A new run (running here when `Admission.claim` was given, else queued).
         case created(RunRow)
         case queueFull
+        /// The owner has `ownerActiveLimit` export ids waiting or running.
+        case ownerQueueFull
+        /// The owner has made `ownerPerMinute` admissions this minute; its
+        /// minute ends in this many seconds.
+        case ownerRateLimited(retryAfterSeconds: Int)
     }
 
     /// Admits one export: joins the run that answers its request (queued,
@@ -181,9 +204,42 @@ extension ExportJournal {
     /// lock, so the bound and the one-run-per-request rule hold across gateways.
     func admit(_ a: Admission, fileExists: (String, Int) -> Bool) throws -> Admitted {
         try self.transaction("admit") { db -> Admitted in
-            try db.execute("SELECT pg_advisory_xact_lock(7573657273656566)")
+            try db.execute("SELECT pg_advisory_xact_lock(\(Self.admissionLock))")
+            // The same admission again: `transaction` runs a body a second
+            // time when the first COMMIT's outcome was unknown (the
+            // connection dropped), and that COMMIT may have landed. Then the
+            // export is there: answer with its run rather than admit it twice
+            // (a second run no export refers to, or a 429 for an export that exists).
+            if let runID = Self.cell(try db.execute("SELECT run_id FROM gateway.exports WHERE id = $1::uuid", parameters: [a.exportID.uuidString])),
+                let row = try db.execute("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = $1::uuid", parameters: [runID]).first.flatMap(Self.runRow) {
+                return row.id == a.runID ? .created(row) : .joined(row)
+            }
             let active = "SELECT count(*) FROM gateway.exports e JOIN gateway.runs r ON r.id = e.run_id WHERE r.state IN ('queued', 'running') AND e.cancelled_at IS NULL AND e.expired_at IS NULL"
             func isFull() throws -> Bool { (Self.cell(try db.execute(active)).flatMap { Int($0) } ?? 0) >= a.activeLimit }
+            // The owner's own bounds first: past them only that token is refused.
+            if let owner = a.owner, let perMinute = a.ownerPerMinute {
+                let window = try db.execute(
+                    "SELECT admissions, ceil(extract(epoch FROM window_start + interval '1 minute' - now())) FROM gateway.token_windows WHERE owner = $1 AND window_start > now() - interval '1 minute'",
+                    parameters: [owner])
+                if let row = window.first, let used = row[0].flatMap({ Int($0) }), used >= perMinute {
+                    return .ownerRateLimited(retryAfterSeconds: max(1, row[1].flatMap { Double($0) }.map { Int($0) } ?? 60))
+                }
+            }
+            if let owner = a.owner, let limit = a.ownerActiveLimit {
+                let mine = Self.cell(try db.execute(active + " AND e.owner = $1", parameters: [owner])).flatMap { Int($0) } ?? 0
+                if mine >= limit { return .ownerQueueFull }
+            }
+            /// Counts this admission in the owner's minute.
+            func countAdmission() throws {
+                guard let owner = a.owner, a.ownerPerMinute != nil else { return }
+                try db.execute(
+                    """
+                    INSERT INTO gateway.token_windows AS w (owner, window_start, admissions) VALUES ($1, now(), 1)
+                    ON CONFLICT (owner) DO UPDATE SET
+                        admissions = CASE WHEN w.window_start <= now() - interval '1 minute' THEN 1 ELSE w.admissions + 1 END,
+                        window_start = CASE WHEN w.window_start <= now() - interval '1 minute' THEN now() ELSE w.window_start END
+                    """, parameters: [owner])
+            }
             func insertExport(of run: UUID) throws {
                 try db.execute(
                     """
@@ -201,6 +257,7 @@ extension ExportJournal {
                 if let row = try db.execute("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state IN ('queued', 'running') LIMIT 1 FOR SHARE OF r", parameters: [a.key]).first.flatMap(Self.runRow) {
                     if try isFull() { return .queueFull }
                     try insertExport(of: row.id)
+                    try countAdmission()
                     return .joined(row)
                 }
                 let done = try db.execute(
@@ -213,6 +270,7 @@ extension ExportJournal {
                     try db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", parameters: [sha])
                     if fileExists(sha, size) {
                         try insertExport(of: done.id)
+                        try countAdmission()
                         return .joined(done)
                     }
                 }
@@ -223,17 +281,18 @@ extension ExportJournal {
             }
             let inserted = try db.execute(
                 """
-                INSERT INTO gateway.runs AS r (id, request_key, query, state, instance, attempt, lease_until, partial_path, started_at)
-                VALUES ($1::uuid, $2, $6, CASE WHEN $3::text IS NULL THEN 'queued' ELSE 'running' END, $3, CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,
+                INSERT INTO gateway.runs AS r (id, request_key, query, owner, state, instance, attempt, lease_until, partial_path, started_at)
+                VALUES ($1::uuid, $2, $6, $7, CASE WHEN $3::text IS NULL THEN 'queued' ELSE 'running' END, $3, CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,
                         CASE WHEN $3::text IS NULL THEN NULL ELSE now() + make_interval(secs => $4::double precision) END,
                         CASE WHEN $3::text IS NULL THEN NULL ELSE $5::text || '/' || $1::uuid || '-1.csv.partial' END,
                         CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
                 ON CONFLICT (id) DO UPDATE SET id = r.id
                 RETURNING \(Self.runColumns)
                 """,
-                parameters: [a.runID.uuidString, a.key, a.claim?.instance, a.claim.map { String($0.leaseSeconds) } ?? "0", a.claim?.partialFolder ?? "", a.query])
+                parameters: [a.runID.uuidString, a.key, a.claim?.instance, a.claim.map { String($0.leaseSeconds) } ?? "0", a.claim?.partialFolder ?? "", a.query, a.owner])
             guard let row = inserted.first.flatMap(Self.runRow) else { throw Unavailable(details: "the new run was not returned") }
             try insertExport(of: row.id)
+            try countAdmission()
             if row.state == .queued { try db.execute("NOTIFY gateway_queue") }
             return .created(row)
         }
@@ -241,16 +300,21 @@ extension ExportJournal {
 
     // MARK: Claims and leases
 
-    /// Claims the oldest queued run, or a running one whose lease ran out,
-    /// for `claim.instance`; nil when there is none.
+    /// Claims the next queued run, or a running one whose lease ran out,
+    /// for `claim.instance`; nil when there is none. Fair between tokens:
+    /// the oldest run of the token (the run's `owner`) with the fewest runs
+    /// running now in the whole cluster, so a token's export starts as soon
+    /// as a worker frees, however long another token's queue is.
     func claimNext(_ claim: Claim) throws -> RunRow? {
         try self.transaction("claim") { db -> RunRow? in
             let claimed = try db.execute(
                 """
-                WITH next AS (
-                    SELECT id FROM gateway.runs
-                    WHERE state = 'queued' OR (state = 'running' AND lease_until < now())
-                    ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                WITH running AS (
+                    SELECT owner, count(*) AS n FROM gateway.runs WHERE state = 'running' AND lease_until >= now() GROUP BY owner
+                ), next AS (
+                    SELECT q.id FROM gateway.runs q LEFT JOIN running ON running.owner IS NOT DISTINCT FROM q.owner
+                    WHERE q.state = 'queued' OR (q.state = 'running' AND q.lease_until < now())
+                    ORDER BY coalesce(running.n, 0), q.created_at LIMIT 1 FOR UPDATE OF q SKIP LOCKED
                 )
                 UPDATE gateway.runs r SET state = 'running', instance = $1, attempt = r.attempt + 1,
                     lease_until = now() + make_interval(secs => $2::double precision),
@@ -494,8 +558,16 @@ extension ExportJournal {
     }
 
     /// Ended runs no export refers to any more, past CACHE_TTL, go.
+    ///
+    /// Under the admission lock: an admission joining a completed run locks
+    /// it only FOR SHARE, and a DELETE that had read "no export refers to
+    /// it" before that admission's export row committed would then go ahead
+    /// and remove the run under the new export (PostgreSQL does not check a
+    /// row that was only locked again). The export then answered 404 on
+    /// every other gateway: an acknowledged export gone.
     func forgetRuns(olderThan seconds: Int) throws {
-        try self.run("forget runs") { db in
+        try self.transaction("forget runs") { db in
+            try db.execute("SELECT pg_advisory_xact_lock(\(Self.admissionLock))")
             try db.execute(
                 """
                 DELETE FROM gateway.runs r WHERE r.state IN ('completed', 'failed', 'cancelled')

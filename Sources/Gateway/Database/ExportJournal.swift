@@ -46,6 +46,8 @@ final class ExportJournal: Sendable {
         let error: String?
         /// The id of the API token that made it (nil: made without tokens).
         let owner: String?
+        /// Expired early: its file was evicted to make room (`expired_reason`).
+        var evicted = false
     }
 
     /// The journal could not be written, even on a fresh connection.
@@ -74,6 +76,9 @@ final class ExportJournal: Sendable {
         );
         ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS expired_at timestamptz;
         ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS owner text;
+        -- Why an export expired early: 'evicted' (its file made room in a
+        -- full cache); NULL: EXPORT_TTL passed.
+        ALTER TABLE gateway.exports ADD COLUMN IF NOT EXISTS expired_reason text;
         CREATE INDEX IF NOT EXISTS exports_run_id_idx ON gateway.exports (run_id);
         CREATE INDEX IF NOT EXISTS exports_sha256_idx ON gateway.exports (sha256);
         CREATE INDEX IF NOT EXISTS exports_gzip_sha256_idx ON gateway.exports (gzip_sha256);
@@ -113,10 +118,11 @@ final class ExportJournal: Sendable {
 
     /// True when the newest of `schema`'s objects exist (update it with the schema).
     static let schemaIsCurrent = """
-        SELECT count(*) = 3 AND to_regclass('gateway.exports_created_idx') IS NOT NULL
+        SELECT count(*) = 5 AND to_regclass('gateway.exports_created_idx') IS NOT NULL AND to_regclass('gateway.token_windows') IS NOT NULL
         FROM information_schema.columns WHERE table_schema = 'gateway' AND (
             (table_name = 'exports' AND column_name = 'owner') OR (table_name = 'runs' AND column_name = 'query')
-            OR (table_name = 'runs' AND column_name = 'joinable'))
+            OR (table_name = 'runs' AND column_name = 'joinable') OR (table_name = 'runs' AND column_name = 'owner')
+            OR (table_name = 'exports' AND column_name = 'expired_reason'))
         """
 
     /// An export's row with its run's state (from `gateway.runs`, where the
@@ -128,7 +134,8 @@ final class ExportJournal: Sendable {
                extract(epoch FROM e.cancelled_at),
                CASE WHEN coalesce(r.state, e.status) = 'completed' THEN coalesce(r.rows_written, e.rows_written) END,
                coalesce(r.size_bytes, e.size_bytes), coalesce(r.sha256, e.sha256), coalesce(r.gzip_size_bytes, e.gzip_size_bytes),
-               coalesce(r.gzip_sha256, e.gzip_sha256), coalesce(r.error, e.error), extract(epoch FROM e.expired_at), e.owner
+               coalesce(r.gzip_sha256, e.gzip_sha256), coalesce(r.error, e.error), extract(epoch FROM e.expired_at), e.owner,
+               e.expired_reason = 'evicted'
         FROM gateway.exports e LEFT JOIN gateway.runs r ON r.id = e.run_id
         """
 
@@ -141,17 +148,41 @@ final class ExportJournal: Sendable {
         return Record(
             id: id, runID: runID, query: query, createdAt: createdAt, status: status, startedAt: date(5),
             completedAt: date(6), cancelledAt: date(7), expiredAt: date(14), rows: row[8].flatMap { Int($0) }, sizeBytes: row[9].flatMap { Int($0) },
-            sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13], owner: row[15]
+            sha256: row[10], gzipSizeBytes: row[11].flatMap { Int($0) }, gzipSha256: row[12], error: row[13], owner: row[15],
+            evicted: row.count > 16 && row[16] == "t"
         )
     }
 
     /// Expired exports stay as rows, so their ids answer 410 after a restart;
     /// `forgetExpired` drops them once they have been expired for `after`.
-    func markExpired(_ ids: [UUID]) throws {
+    /// `evicted`: expired early because its file made room in the cache.
+    func markExpired(_ ids: [UUID], evicted: Bool = false) throws {
         guard !ids.isEmpty else { return }
         try self.run("expire") { db in
-            try db.execute("UPDATE gateway.exports SET expired_at = coalesce(expired_at, now()) WHERE id = ANY($1::uuid[])",
-                parameters: [Self.array(ids.map(\.uuidString))])
+            try db.execute(
+                """
+                UPDATE gateway.exports SET expired_at = coalesce(expired_at, now()),
+                    expired_reason = CASE WHEN expired_at IS NULL AND $2 THEN 'evicted' ELSE expired_reason END
+                WHERE id = ANY($1::uuid[])
+                """, parameters: [Self.array(ids.map(\.uuidString)), evicted ? "true" : "false"])
+        }
+    }
+
+    /// The planner's rows and width for an export's query (`EXPLAIN`'s top
+    /// line), on a journal connection; nil when the plan cannot be had at
+    /// once: the table is locked (an `ALTER`, a test's lock), and waiting
+    /// for it would hold the request.
+    func planEstimate(_ explain: (PostgresConnection) throws -> String) throws -> (rows: Int, width: Int)? {
+        try self.transaction("estimate") { db in
+            try db.execute("SET LOCAL lock_timeout = '200ms'")
+            // A lock wait that ran out is no estimate, not a failure (the
+            // aborted transaction's COMMIT is a rollback).
+            guard let line = (try? db.execute(try explain(db))).flatMap(Self.cell),
+                let rows = ExportQuery.estimatedRows(fromPlanLine: line),
+                let range = line.range(of: " width="),
+                let width = Int(line[range.upperBound...].prefix(while: \.isNumber))
+            else { return nil }
+            return (rows, width)
         }
     }
 

@@ -22,6 +22,53 @@ import Foundation
 /// served) and what it is writing. Gateways sharing one folder each count
 /// their own share; give each `volume / gateways`.
 extension ExportManager {
+    /// Room for a new run of `request` (the run `runID`, just admitted, not
+    /// yet acknowledged), as `CacheRoom` decides from the planner's estimate
+    /// of its size: nil when it fits (files that must go to make room have
+    /// gone, their exports expired as evicted), else the reason it does not,
+    /// for the 507. Without an estimate (the plan could not be had at once)
+    /// it asks room for the first write only, as before estimates.
+    func makeRoom(for request: ExportRequest, owner: String?, run runID: UUID) async -> String? {
+        guard self.cacheMaxBytes > 0 else { return nil }
+        let plan = try? await self.onDatabasePool { manager in
+            try manager.journal.planEstimate { db in try ExportQuery(request: request).explain(literal: db.literal) }
+        }
+        let estimate = (plan ?? nil).map { CacheRoom.estimatedBytes(rows: $0.rows, width: $0.width, columns: request.columns.count) } ?? CopyPiece.stagingSize
+        let room = CacheRoom(limit: self.cacheMaxBytes, sharePercent: self.tokenCacheSharePercent)
+        let (decision, victims) = self.state.withLock { state -> (CacheRoom.Decision, [UUID: [ExportJob]]) in
+            var owners: [UUID: Set<String>] = [:]
+            var jobsOfRun: [UUID: [ExportJob]] = [:]
+            for job in state.jobs.values where state.members[job.run.id]?.contains(job.id) ?? false {
+                owners[job.run.id, default: []].insert(job.owner ?? "")
+                jobsOfRun[job.run.id, default: []].append(job)
+            }
+            let entries = state.runs.values.filter { $0.id != runID }.map { run -> CacheRoom.Entry in
+                let finished = run.status == .completed && state.held[run.id] != nil
+                let bytes = finished ? (state.held[run.id] ?? []).reduce(0) { $0 + (state.ledger.size(of: $1) ?? 0) } : (run.status == .running ? run.snapshot().bytesWritten : 0)
+                return CacheRoom.Entry(runID: run.id, bytes: bytes, owners: owners[run.id] ?? [], finished: finished, lastUsed: state.lastUsed[run.id] ?? .distantPast)
+            }
+            let decision = room.decide(estimate: estimate, owner: owner, used: state.ledger.totalBytes, entries: entries)
+            guard case .fits(let evicting) = decision else { return (decision, [:]) }
+            return (decision, Dictionary(uniqueKeysWithValues: evicting.map { ($0, jobsOfRun[$0] ?? []) }))
+        }
+        switch decision {
+        case .fits:
+            for (_, jobs) in victims where !jobs.isEmpty {
+                guard await self.expire(jobs, evicted: true) else {
+                    return "the export cache is full, and the files that could make room cannot be evicted now (the database did not answer); retry shortly"
+                }
+                Telemetry.evictions.increment(by: Int64(jobs.count))
+            }
+            return nil
+        case .largerThanCache(let limit):
+            return "this export is estimated at \(estimate) bytes, more than the whole export cache may hold (CACHE_MAX_BYTES, \(limit) bytes); ask for fewer rows or columns"
+        case .overTokenShare(let share):
+            return "this export is estimated at \(estimate) bytes, and this token's exports may hold \(share) bytes of the cache (TOKEN_CACHE_SHARE), which its running exports and this one would pass; retry when they have finished, or ask for fewer rows"
+        case .full:
+            return "the export cache is full (CACHE_MAX_BYTES): running exports and files being read hold it, and this export is estimated at \(estimate) bytes; retry when running exports have finished"
+        }
+    }
+
     /// True if `bytes` more fit under CACHE_MAX_BYTES, evicting what may go.
     func hasRoom(for bytes: Int) -> Bool {
         let probe = UUID()

@@ -304,7 +304,7 @@ extension ExportManager {
 
     enum Fetched {
         case found(ExportJob)
-        case expired(owner: String?)
+        case expired(owner: String?, evicted: Bool)
         case notFound
         case unavailable
     }
@@ -319,8 +319,8 @@ extension ExportManager {
         }
         guard let (record, row) = fetched else { return .notFound }
         if record.expiredAt != nil || Date().timeIntervalSince(record.createdAt) >= self.exportTTL {
-            self.state.withLock { $0.expired[id] = ExpiredExport(at: record.expiredAt ?? Date(), owner: record.owner) }
-            return .expired(owner: record.owner)
+            self.state.withLock { $0.expired[id] = ExpiredExport(at: record.expiredAt ?? Date(), owner: record.owner, evicted: record.evicted) }
+            return .expired(owner: record.owner, evicted: record.evicted)
         }
         guard let row, let request = try? ExportRequest.parse(try QueryString.parse(record.query)) else { return .notFound }
         let job = self.adopt(exportID: record.id, owner: record.owner, createdAt: record.createdAt, cancelledAt: record.cancelledAt, row: row, request: request)

@@ -47,11 +47,18 @@ extension ExportManager {
     /// Removes exports past EXPORT_TTL (cancelling them if they still run),
     /// remembers their ids for 410, and journals it. The journal is not an
     /// acknowledgement here: a restart finds them expired by their age anyway.
-    func expire(_ jobs: [ExportJob]) async {
+    ///
+    /// `evicted`: they expire early because their files make room for a new
+    /// export (`makeRoom`); they answer 410 `export_evicted`. Then the mark
+    /// must be in the journal, or the file cannot go (another gateway's
+    /// export refers to it): false when it could not be written, and nothing changed.
+    @discardableResult
+    func expire(_ jobs: [ExportJob], evicted: Bool = false) async -> Bool {
         // Journaled first: a file of theirs is removed only once no export
         // in the database refers to it, and these no longer do then.
         let ids = jobs.map(\.id)
-        try? await self.onDatabasePool { try $0.journal.markExpired(ids) }
+        let marked = (try? await self.onDatabasePool { try $0.journal.markExpired(ids, evicted: evicted) }) != nil
+        if evicted, !marked { return false }
         for job in jobs {
             if !job.isCancelled, job.run.status == .queued || job.run.status == .running {
                 // Its run stops when no export on any gateway needs it.
@@ -61,11 +68,12 @@ extension ExportManager {
             }
             let removals = self.state.withLock { state -> [String] in
                 guard state.jobs[job.id] != nil else { return [] }
-                state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner)
+                state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner, evicted: evicted)
                 return state.leave(job)
             }
             self.remove(removals)
         }
-        self.logger.info("exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
+        self.logger.info(evicted ? "exports evicted to make room in the cache" : "exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
+        return true
     }
 }

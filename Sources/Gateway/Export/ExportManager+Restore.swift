@@ -60,7 +60,7 @@ extension ExportManager {
             let now = Date()
             let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
             self.state.withLock { state in
-                for row in rows where isExpired(row) { state.expired[row.id] = ExpiredExport(at: row.expiredAt ?? now, owner: row.owner) }
+                for row in rows where isExpired(row) { state.expired[row.id] = ExpiredExport(at: row.expiredAt ?? now, owner: row.owner, evicted: row.evicted) }
             }
             newlyExpired += rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id)
             let rows = rows.filter { !isExpired($0) }

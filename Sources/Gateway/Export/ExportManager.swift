@@ -38,10 +38,16 @@ final class ExportManager: Service, Sendable {
     enum SubmitError: Error {
         /// MAX_QUEUED_EXPORTS: too many exports wait or run (a 429).
         case queueFull
+        /// TOKEN_MAX_ACTIVE_EXPORTS: this token has that many waiting or running (a 429).
+        case tokenQueueFull(limit: Int)
+        /// TOKEN_CREATES_PER_MINUTE: this token's minute is used up (a 429).
+        case tokenRateLimited(limit: Int, retryAfterSeconds: Int)
         /// MAX_EXPORTS: too many export ids are kept (a 429).
         case tooManyExports
-        /// CACHE_MAX_BYTES is reached and nothing can be evicted (a 507).
-        case cacheFull
+        /// CACHE_MAX_BYTES is reached and nothing can be evicted, or the
+        /// export is estimated larger than the room it may have (a 507; the
+        /// message says which).
+        case cacheFull(String)
         /// The server is stopping (a 503).
         case shuttingDown
         /// The journal could not record it (a 503).
@@ -53,8 +59,9 @@ final class ExportManager: Service, Sendable {
 
     enum Lookup {
         case found(ExportJob)
-        /// It existed, and EXPORT_TTL has passed since it was asked for.
-        case expired
+        /// It existed, and EXPORT_TTL has passed since it was asked for, or
+        /// (`evicted`) its file was evicted to make room in a full cache.
+        case expired(evicted: Bool)
         case notFound
         /// The journal has not been read yet: the id may well exist.
         case unknownYet
@@ -119,6 +126,8 @@ final class ExportManager: Service, Sendable {
     let exportTTL: TimeInterval
     /// 0: no bound.
     let cacheMaxBytes: Int
+    /// TOKEN_CACHE_SHARE: percent of `cacheMaxBytes` one token's files may take.
+    let tokenCacheSharePercent: Int
     /// INSTANCE_ID and LEASE_SECONDS.
     let cluster: Configuration.Cluster
     /// What this gateway's claims record (`ExportJournal.Claim`).
@@ -151,6 +160,7 @@ final class ExportManager: Service, Sendable {
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cacheMaxBytes = cacheMaxBytes
+        self.tokenCacheSharePercent = configuration.cache.tokenSharePercent
         // Started in `run()`: until then nothing is claimed.
         self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.pieceWorkers = exports.parallelism > 1 ? NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1)) : nil
@@ -250,7 +260,10 @@ final class ExportManager: Service, Sendable {
         let claiming = self.reserveSlot()
         let admission = ExportJournal.Admission(
             exportID: UUID(), runID: UUID(), key: request.cacheKey, query: request.canonicalQuery, owner: owner, createdAt: Date(), fresh: fresh,
-            cacheTTLSeconds: Int(self.cacheTTL), activeLimit: self.activeJobLimit, claim: claiming ? self.claimTemplate : nil)
+            cacheTTLSeconds: Int(self.cacheTTL), activeLimit: self.activeJobLimit,
+            ownerActiveLimit: owner == nil ? nil : self.limits.tokenActiveLimit,
+            ownerPerMinute: owner == nil || self.limits.tokenCreatesPerMinute == 0 ? nil : self.limits.tokenCreatesPerMinute,
+            claim: claiming ? self.claimTemplate : nil)
         let admitted: ExportJournal.Admitted
         do {
             admitted = try await self.onDatabasePool { manager in
@@ -265,6 +278,12 @@ final class ExportManager: Service, Sendable {
         case .queueFull:
             if claiming { self.releaseSlot() }
             throw .queueFull
+        case .ownerQueueFull:
+            if claiming { self.releaseSlot() }
+            throw .tokenQueueFull(limit: self.limits.tokenActiveLimit)
+        case .ownerRateLimited(let seconds):
+            if claiming { self.releaseSlot() }
+            throw .tokenRateLimited(limit: self.limits.tokenCreatesPerMinute, retryAfterSeconds: seconds)
         case .joined(let row):
             if claiming { self.releaseSlot() }
             return self.adopt(exportID: admission.exportID, owner: owner, createdAt: admission.createdAt, cancelledAt: nil, row: row, request: request)
@@ -272,11 +291,12 @@ final class ExportManager: Service, Sendable {
             let mine = row.state == .running && row.instance == self.instanceID
             if claiming, !mine { self.releaseSlot() }
             let job = self.adopt(exportID: admission.exportID, owner: owner, createdAt: admission.createdAt, cancelledAt: nil, row: row, request: request, reconciling: !mine)
-            // A new run needs room for at least its first write.
-            guard self.hasRoom(for: CopyPiece.stagingSize) else {
+            // A new run needs room for what it is estimated to write, made
+            // now (evicting if need be), before the export is acknowledged.
+            if let refusal = await self.makeRoom(for: request, owner: owner, run: row.id) {
                 if mine { self.releaseSlot() }
                 await self.takeBack(job)
-                throw .cacheFull
+                throw .cacheFull(refusal)
             }
             if mine { self.startClaimed(row) }
             return job
@@ -359,13 +379,13 @@ final class ExportManager: Service, Sendable {
     func lookup(_ id: UUID, for caller: Caller, touch: Bool = true) async -> Lookup {
         let (known, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
         guard loaded else { return .unknownYet }
-        if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired : .notFound }
+        if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired(evicted: expired.evicted) : .notFound }
         var job = known
         if job == nil {
             // Perhaps made on another gateway: the database knows.
             switch await self.fetch(id) {
             case .found(let fetched): job = fetched
-            case .expired(let owner): return caller.sees(exportID: id, owner: owner) ? .expired : .notFound
+            case .expired(let owner, let evicted): return caller.sees(exportID: id, owner: owner) ? .expired(evicted: evicted) : .notFound
             case .notFound: return .notFound
             case .unavailable: return .unknownYet
             }
@@ -373,7 +393,7 @@ final class ExportManager: Service, Sendable {
         guard let job, caller.sees(exportID: id, owner: job.owner) else { return .notFound }
         if Date().timeIntervalSince(job.createdAt) >= self.exportTTL {
             await self.expire([job])
-            return .expired
+            return .expired(evicted: false)
         }
         guard touch else { return .found(job) }
         self.state.withLock { state in
@@ -618,6 +638,8 @@ final class ExportManager: Service, Sendable {
 struct ExpiredExport: Sendable {
     let at: Date
     let owner: String?
+    /// Expired early: its file was evicted to make room for a new export.
+    var evicted = false
 }
 
 extension ExportManager.State {

@@ -13,6 +13,9 @@ struct APIError: HTTPResponseError, Sendable {
         case forbidden
         case methodNotAllowed = "method_not_allowed"
         case queueFull = "queue_full"
+        case tokenQueueFull = "token_queue_full"
+        case tokenRateLimited = "token_rate_limited"
+        case exportEvicted = "export_evicted"
         case tooManyExports = "too_many_exports"
         case unavailable
         case exportFailed = "export_failed"
@@ -69,6 +72,18 @@ struct APIError: HTTPResponseError, Sendable {
         return e
     }
 
+    static func tokenQueueFull(limit: Int, retryAfterSeconds: Int) -> APIError {
+        var e = APIError(code: .tokenQueueFull, status: .tooManyRequests, message: "this token has \(limit) exports waiting or running (TOKEN_MAX_ACTIVE_EXPORTS); retry when one has finished, or cancel one")
+        e.headers[.retryAfter] = String(retryAfterSeconds)
+        return e
+    }
+
+    static func tokenRateLimited(limit: Int, retryAfterSeconds: Int) -> APIError {
+        var e = APIError(code: .tokenRateLimited, status: .tooManyRequests, message: "this token has asked for \(limit) exports in the last minute (TOKEN_CREATES_PER_MINUTE); retry after \(retryAfterSeconds) s")
+        e.headers[.retryAfter] = String(retryAfterSeconds)
+        return e
+    }
+
     static func tooManyExports(retryAfterSeconds: Int) -> APIError {
         var e = APIError(code: .tooManyExports, status: .tooManyRequests, message: "too many exports are kept (MAX_EXPORTS); delete some or retry when older ones have expired")
         e.headers[.retryAfter] = String(retryAfterSeconds)
@@ -107,8 +122,12 @@ struct APIError: HTTPResponseError, Sendable {
         APIError(code: .exportExpired, status: .gone, message: "the export has expired (EXPORT_TTL); ask for it again")
     }
 
-    static func cacheFull() -> APIError {
-        APIError(code: .cacheFull, status: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), message: "the export cache is full and nothing in it can be evicted; retry when running exports have finished or been deleted")
+    static func exportEvicted() -> APIError {
+        APIError(code: .exportEvicted, status: .gone, message: "the export's file was evicted from the full cache to make room for newer exports (CACHE_MAX_BYTES); ask for it again")
+    }
+
+    static func cacheFull(_ message: String = "the export cache is full and nothing in it can be evicted; retry when running exports have finished or been deleted") -> APIError {
+        APIError(code: .cacheFull, status: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), message: message)
     }
 
     static func fileGone() -> APIError {

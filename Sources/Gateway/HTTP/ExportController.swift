@@ -160,7 +160,7 @@ struct ExportController: Sendable {
     /// deletes it, and after that it is gone (404).
     func delete(_ id: String?, caller: Caller) async throws -> Response {
         let exportID = try Self.exportID(id)
-        if case .expired = await self.manager.lookup(exportID, for: caller) { throw APIError.exportExpired() }
+        if case .expired(let evicted) = await self.manager.lookup(exportID, for: caller) { throw evicted ? APIError.exportEvicted() : APIError.exportExpired() }
         let outcome: ExportManager.DeleteOutcome
         do {
             outcome = try await self.manager.delete(exportID, for: caller)
@@ -198,8 +198,10 @@ struct ExportController: Sendable {
             return try await self.manager.submit(exportRequest, owner: caller.owner, fresh: fresh)
         } catch {
             switch error {
-            case .cacheFull: throw APIError.cacheFull()
+            case .cacheFull(let message): throw APIError.cacheFull(message)
             case .queueFull: throw APIError.queueFull(retryAfterSeconds: 5)
+            case .tokenQueueFull(let limit): throw APIError.tokenQueueFull(limit: limit, retryAfterSeconds: 5)
+            case .tokenRateLimited(let limit, let seconds): throw APIError.tokenRateLimited(limit: limit, retryAfterSeconds: seconds)
             case .tooManyExports: throw APIError.tooManyExports(retryAfterSeconds: 60)
             case .shuttingDown: throw APIError.shuttingDown()
             case .journalUnavailable: throw APIError.journalUnavailable()
@@ -210,7 +212,7 @@ struct ExportController: Sendable {
     private func job(_ id: String?, caller: Caller) async throws -> ExportJob {
         switch await self.manager.lookup(try Self.exportID(id), for: caller) {
         case .found(let job): return job
-        case .expired: throw APIError.exportExpired()
+        case .expired(let evicted): throw evicted ? APIError.exportEvicted() : APIError.exportExpired()
         case .notFound: throw APIError.notFound()
         case .unknownYet: throw APIError.journalNotLoaded()
         }
