@@ -13,7 +13,8 @@ import Foundation
 /// 2. A token past its share (`TOKEN_CACHE_SHARE` percent) makes room from
 ///    its own files only, least recently used first, never another's; if its
 ///    running exports alone hold its share, it is refused.
-/// 3. Room in the whole cache: files no export refers to are evicted as the
+/// 3. Room in the whole cache, less what queued and running exports are
+///    still expected to write: files no export refers to are evicted as the
 ///    export writes (`ExportManager.reserve`), so they count as room now;
 ///    past them, finished files that exports refer to go too, those of the
 ///    token that holds the most bytes first, least recently used first
@@ -25,6 +26,10 @@ struct CacheRoom {
         let runID: UUID
         /// Bytes of its files (finished) or written so far (running).
         let bytes: Int
+        /// Bytes it is still expected to write (queued or running: its
+        /// estimate less what it has written), which are spoken for: two
+        /// admissions in a row must not both count on the same room.
+        var pending = 0
         /// The tokens of the exports that refer to it (none: unpinned).
         let owners: Set<String>
         /// Finished with its files in the cache (running ones are not evictable).
@@ -58,7 +63,7 @@ struct CacheRoom {
         if let owner {
             let share = self.limit / 100 * self.sharePercent + self.limit % 100 * self.sharePercent / 100
             if estimate > share { return .overTokenShare(share: share) }
-            var mine = entries.filter { $0.owners.contains(owner) }.reduce(0) { $0 + $1.bytes }
+            var mine = entries.filter { $0.owners.contains(owner) }.reduce(0) { $0 + $1.bytes + $1.pending }
             let own = entries.filter { $0.finished && $0.owners == [owner] }.sorted { $0.lastUsed < $1.lastUsed }
             for entry in own where mine + estimate > share {
                 evicting.append(entry.runID)
@@ -68,7 +73,8 @@ struct CacheRoom {
             if mine + estimate > share { return .overTokenShare(share: share) }
         }
         let unpinned = entries.filter { $0.finished && $0.owners.isEmpty }.reduce(0) { $0 + $1.bytes }
-        var room = self.limit - used + freed + unpinned
+        let pending = entries.reduce(0) { $0 + $1.pending }
+        var room = self.limit - used - pending + freed + unpinned
         guard room < estimate else { return .fits(evicting: evicting) }
         // The token that holds the most bytes pays first.
         var bytesByOwner: [String: Int] = [:]

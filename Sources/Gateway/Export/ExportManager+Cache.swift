@@ -44,11 +44,16 @@ extension ExportManager {
             }
             let entries = state.runs.values.filter { $0.id != runID }.map { run -> CacheRoom.Entry in
                 let finished = run.status == .completed && state.held[run.id] != nil
-                let bytes = finished ? (state.held[run.id] ?? []).reduce(0) { $0 + (state.ledger.size(of: $1) ?? 0) } : (run.status == .running ? run.snapshot().bytesWritten : 0)
-                return CacheRoom.Entry(runID: run.id, bytes: bytes, owners: owners[run.id] ?? [], finished: finished, lastUsed: state.lastUsed[run.id] ?? .distantPast)
+                let written = run.status == .running ? run.snapshot().bytesWritten : 0
+                let bytes = finished ? (state.held[run.id] ?? []).reduce(0) { $0 + (state.ledger.size(of: $1) ?? 0) } : written
+                let active = run.status == .queued || run.status == .running
+                let pending = active ? max(0, (state.estimates[run.id] ?? 0) - written) : 0
+                return CacheRoom.Entry(runID: run.id, bytes: bytes, pending: pending, owners: owners[run.id] ?? [], finished: finished, lastUsed: state.lastUsed[run.id] ?? .distantPast)
             }
             let decision = room.decide(estimate: estimate, owner: owner, used: state.ledger.totalBytes, entries: entries)
             guard case .fits(let evicting) = decision else { return (decision, [:]) }
+            // Spoken for from now on, by the next admissions' decisions.
+            if state.runs[runID] != nil { state.estimates[runID] = estimate }
             return (decision, Dictionary(uniqueKeysWithValues: evicting.map { ($0, jobsOfRun[$0] ?? []) }))
         }
         switch decision {
@@ -57,7 +62,7 @@ extension ExportManager {
                 guard await self.expire(jobs, evicted: true) else {
                     return "the export cache is full, and the files that could make room cannot be evicted now (the database did not answer); retry shortly"
                 }
-                Telemetry.evictions.increment(by: Int64(jobs.count))
+                Telemetry.evictions.increment()
             }
             return nil
         case .largerThanCache(let limit):

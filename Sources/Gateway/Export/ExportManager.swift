@@ -93,6 +93,9 @@ final class ExportManager: Service, Sendable {
         var held: [UUID: [String]] = [:]
         /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
         var lastUsed: [UUID: Date] = [:]
+        /// The estimated size of each run admitted here (`makeRoom`): what
+        /// it will still write is spoken for while it is queued or running.
+        var estimates: [UUID: Int] = [:]
         /// Exports past EXPORT_TTL, when they expired and whose they were:
         /// answered 410 (to their owner) rather than 404 for another
         /// EXPORT_TTL, then forgotten (as the journal does).
@@ -677,6 +680,7 @@ extension ExportManager.State {
         self.runs[run.id] = nil
         self.members[run.id] = nil
         self.lastUsed[run.id] = nil
+        self.estimates[run.id] = nil
         self.following[run.id] = nil
         return (self.held.removeValue(forKey: run.id) ?? []).filter { self.ledger.release($0) }
     }
