@@ -5,6 +5,43 @@ import Testing
 struct CoalescingTests {
     static let waitingQueries = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 
+    /// A run whose only rows left in the journal are cancelled exports (the
+    /// export that kept it going completed and was deleted) is restored as
+    /// an ended run; an export that joins it after the restart (the run
+    /// completed within CACHE_TTL, its file kept) reads completed, with the
+    /// file, not cancelled (seen once in a chaos run).
+    @Test(.timeLimit(.minutes(2)))
+    func anExportJoiningACompletedRunRestoredFromCancelledRowsIsCompleted() async throws {
+        let first = try await TestServer.start()
+        let lock = try await TableLock.lockUsers(first)
+        let x = try #require(try await curl(first.url("/exports/csv?columns=id,email"), method: "POST").json["exportId"] as? String)
+        let y = try #require(try await curl(first.url("/exports/csv?columns=id,email"), method: "POST").json["exportId"] as? String)
+        #expect(try await curl(first.url("/exports/\(x)"), method: "DELETE").status == 200, "x cancelled; y keeps the run going")
+        try await lock.release()
+        try await eventually("y completes") { try await curl(first.url("/exports/\(y)/status")).json["status"] as? String == "completed" }
+        let sha = try #require(try await curl(first.url("/exports/\(y)/status")).json["sha256"] as? String)
+        #expect(try await curl(first.url("/exports/\(y)"), method: "DELETE").status == 204)
+        await first.stop(keepingCache: true)
+        // The restart restores the run from x's row alone (an ended run) and
+        // removes the file no export refers to. In the chaos run, exports on
+        // other gateways joined the completed run meanwhile and kept the
+        // file; here it is put back, as they would have kept it.
+        let object = first.cacheDirectory + "/objects/\(sha).csv"
+        let saved = NSTemporaryDirectory() + "kept-\(sha).csv"
+        try FileManager.default.copyItem(atPath: object, toPath: saved)
+        defer { try? FileManager.default.removeItem(atPath: saved) }
+        let second = try await TestServer.start(databaseURL: first.databaseURL, seed: false, cacheDirectory: first.cacheDirectory)
+        defer { Task { await second.stop() } }
+        #expect(try await curl(second.url("/exports/\(x)/status")).json["status"] as? String == "cancelled")
+        try await eventually("the restore removed the unreferenced file") { !FileManager.default.fileExists(atPath: object) }
+        try FileManager.default.copyItem(atPath: saved, toPath: object)
+        let z = try #require(try await curl(second.url("/exports/csv?columns=id,email"), method: "POST").json["exportId"] as? String)
+        let status = try await curl(second.url("/exports/\(z)/status")).json
+        #expect(status["status"] as? String == "completed", "\(status)")
+        let expected = try await second.psqlCopy("SELECT id, email FROM users ORDER BY id")
+        #expect(try await curl(second.url("/exports/\(z)/download")).body == expected)
+    }
+
     @Test func tenIdenticalExportsRunOneQueryAndShareOneFile() async throws {
         let server = try await TestServer.start()
         defer { Task { await server.stop() } }

@@ -198,8 +198,15 @@ extension ExportManager {
             }
         case .completed:
             guard current.status != .completed, let sha = row.sha256, let size = row.sizeBytes else { return }
-            // Readers of another attempt's partial file may have other bytes: they abort.
-            let run = (followed.map { $0.attempt != row.attempt } ?? false) || current.isInterrupted ? self.replaceRun(current) : current
+            // Readers of another attempt's partial file may have other bytes:
+            // they abort. A run object that ended here as cancelled or
+            // failed while the run completed (restored from a journal whose
+            // only rows of it were cancelled exports: the export that kept
+            // it going had been deleted) cannot complete: a new one takes
+            // its place, or an export joining the completed run read
+            // `cancelled` (seen in a chaos run after a restart).
+            let ended = current.status == .cancelled || current.status == .failed
+            let run = (followed.map { $0.attempt != row.attempt } ?? false) || current.isInterrupted || ended ? self.replaceRun(current) : current
             if run.status == .queued { _ = run.markRunning(at: row.startedAt ?? Date()) }
             let file = PublishedFile(path: self.store.objectPath(sha256: sha, suffix: ".csv"), size: size, sha256: sha)
             let kept = self.state.withLock { state -> Bool in
