@@ -1,5 +1,7 @@
 import Foundation
+import NIOPosix
 import Testing
+@testable import Gateway
 
 /// Identical requests share one query and one file; each export keeps its own id.
 struct CoalescingTests {
@@ -40,6 +42,53 @@ struct CoalescingTests {
         #expect(status["status"] as? String == "completed", "\(status)")
         let expected = try await second.psqlCopy("SELECT id, email FROM users ORDER BY id")
         #expect(try await curl(second.url("/exports/\(z)/download")).body == expected)
+    }
+
+    /// The janitor removes ended runs no export refers to once CACHE_TTL has
+    /// passed; an admission joining such a run (still fresh when it began)
+    /// locks it only FOR SHARE. The janitor's DELETE, made while the
+    /// admission waited (here on the file's lock, which the test holds),
+    /// used to go ahead once the admission committed, and the new,
+    /// acknowledged export's run was gone: 404 on every other gateway (an
+    /// acknowledged export vanished in a chaos run). It now waits for the
+    /// admission and keeps the run.
+    @Test(.timeLimit(.minutes(2)))
+    func aRunJoinedWhileTheJanitorForgetsItKeepsItsRow() async throws {
+        let server = try await TestServer.start(cacheTTLSeconds: 4) { $0.database.journalStatementTimeoutSeconds = 30 }
+        defer { Task { await server.stop() } }
+        let x = try #require(try await curl(server.url("/exports/csv?columns=id"), method: "POST").json["exportId"] as? String)
+        try await eventually("x completes") { try await curl(server.url("/exports/\(x)/status")).json["status"] as? String == "completed" }
+        let sha = try #require(try await curl(server.url("/exports/\(x)/status")).json["sha256"] as? String)
+        let run = try #require(try await server.sql("SELECT run_id FROM gateway.exports WHERE id = '\(x)'")[0][0])
+        // Deleted: the run stays only as the fresh answer to its request.
+        #expect(try await curl(server.url("/exports/\(x)"), method: "DELETE").status == 204)
+        let url = server.databaseURL
+        let holder = try await NIOThreadPool.singleton.runIfActive { () -> TableLockBox in
+            let db = try PostgresConnection(url: url)
+            _ = try db.execute("SELECT pg_advisory_lock(hashtextextended('\(sha)', 0))")
+            return TableLockBox(db: db)
+        }
+        let joining = try startCurl(server.url("/exports/csv?columns=id"), method: "POST")
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type IN ('Lock', 'Advisory') AND "
+        try await eventually("the admission joined the run and waits for the file's lock") {
+            try await server.sql(waiting + "query ILIKE '%advisory_xact_lock_shared%'")[0][0] == "1"
+        }
+        // Past CACHE_TTL: the janitor tries to forget the run meanwhile.
+        try await eventually(timeout: .seconds(20), "the janitor's removal of ended runs waits") {
+            try await server.sql(waiting + "(query ILIKE 'DELETE FROM gateway.runs%' OR query ILIKE '%pg_advisory_xact_lock(\(ExportJournal.admissionLock))%')")[0][0] == "1"
+        }
+        try await NIOThreadPool.singleton.runIfActive {
+            _ = try holder.db.execute("SELECT pg_advisory_unlock_all()")
+            holder.db.close()
+        }
+        let joined = await joining.wait()
+        #expect(joined.status == 202)
+        let z = try #require(joined.json["exportId"] as? String)
+        // Two more janitor rounds: the run is still there, with z on it.
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await server.sql("SELECT count(*) FROM gateway.runs WHERE id = '\(run)'")[0][0] == "1", "the run z joined was deleted under it")
+        #expect(try await server.sql("SELECT run_id FROM gateway.exports WHERE id = '\(z)'")[0][0] == run)
+        #expect(try await curl(server.url("/exports/\(z)/status")).json["status"] as? String == "completed")
     }
 
     @Test func tenIdenticalExportsRunOneQueryAndShareOneFile() async throws {
