@@ -54,7 +54,10 @@ struct CoalescingTests {
     /// admission and keeps the run.
     @Test(.timeLimit(.minutes(2)))
     func aRunJoinedWhileTheJanitorForgetsItKeepsItsRow() async throws {
-        let server = try await TestServer.start(cacheTTLSeconds: 4) { $0.database.journalStatementTimeoutSeconds = 30 }
+        // CACHE_TTL 8 s: the join must begin within it of x's completion (a
+        // loaded CI machine took seconds for the steps before), and the janitor
+        // looks every 2 s.
+        let server = try await TestServer.start(cacheTTLSeconds: 8) { $0.database.journalStatementTimeoutSeconds = 30 }
         defer { Task { await server.stop() } }
         let x = try #require(try await curl(server.url("/exports/csv?columns=id"), method: "POST").json["exportId"] as? String)
         try await eventually("x completes") { try await curl(server.url("/exports/\(x)/status")).json["status"] as? String == "completed" }
@@ -85,7 +88,7 @@ struct CoalescingTests {
         #expect(joined.status == 202)
         let z = try #require(joined.json["exportId"] as? String)
         // Two more janitor rounds: the run is still there, with z on it.
-        try await Task.sleep(for: .seconds(3))
+        try await Task.sleep(for: .seconds(5))
         #expect(try await server.sql("SELECT count(*) FROM gateway.runs WHERE id = '\(run)'")[0][0] == "1", "the run z joined was deleted under it")
         #expect(try await server.sql("SELECT run_id FROM gateway.exports WHERE id = '\(z)'")[0][0] == run)
         #expect(try await curl(server.url("/exports/\(z)/status")).json["status"] as? String == "completed")
