@@ -201,8 +201,8 @@ import Glibc
         defer { Task { await server.stop() } }
         let expected = try await server.psqlCopy(LiveDownloadTests.select)
         #expect(try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache"]).body == expected)
-        try await eventually("export connections kept") { !server.manager.exportConnections.idleBackendPIDs.isEmpty }
-        let frozen = server.manager.exportConnections.idleBackendPIDs
+        try await eventually("export connections kept") { !server.manager.workers.idleBackendPIDs.isEmpty }
+        let frozen = server.manager.workers.idleBackendPIDs
         freezeBackends(frozen)
         defer { frozen.forEach { kill($0, SIGCONT) } }
         let result = try await curl(server.url("/exports/csv"), ["-H", "Cache-Control: no-cache", "--max-time", "30"])

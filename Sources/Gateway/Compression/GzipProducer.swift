@@ -20,18 +20,11 @@ struct GzipProducer: Sendable {
     var chunkSize = 256 * 1024
     let logger: Logger
 
-    /// Where the gzip file goes: room under CACHE_MAX_BYTES, the publish, and
-    /// word that the partial file was discarded (see `ExportRunner.Storage`).
-    struct Storage: Sendable {
-        var reserve: @Sendable (Int) -> Bool
-        var install: @Sendable (SealedFile) async throws -> PublishedFile
-        var discarded: @Sendable () -> Void
-    }
-
     /// Compresses `source` into `target` until the source ends. Returns the
     /// published gzip file, or nil when the source failed or the task was
-    /// cancelled (then `target` fails too).
-    func run(source: GrowingFile, target: SharedFile, storage: Storage) async -> PublishedFile? {
+    /// cancelled (then `target` fails too). Its file goes through `storage`
+    /// (room under CACHE_MAX_BYTES, the publish), like an export's CSV.
+    func run(source: GrowingFile, target: SharedFile, storage: some ExportStorage) async -> PublishedFile? {
         let store = self.store
         let level = self.level
         var work: Work?
@@ -42,18 +35,19 @@ struct GzipProducer: Sendable {
             let reader = GrowingFileReader(file: source, chunkSize: self.chunkSize, threadPool: self.threadPool)
             while let chunk = try await reader.next() {
                 try Task.checkCancellation()
-                let length = try await self.threadPool.runIfActive { try started.append(chunk, reserve: storage.reserve) }
+                let length = try await self.threadPool.runIfActive { try started.append(chunk, reserve: { storage.reserve($0, spool: nil) }) }
                 target.append(length: length)
             }
-            let sealed = try await self.threadPool.runIfActive { try started.finish(reserve: storage.reserve) }
+            let sealed = try await self.threadPool.runIfActive { try started.finish(reserve: { storage.reserve($0, spool: nil) }) }
             work = nil
             let published: PublishedFile
             do {
-                published = try await storage.install(sealed)
+                // `publish` blocks (it waits for the files thread): on this pool.
+                published = try await self.threadPool.runIfActive { try storage.publish(sealed, rows: nil) }
             } catch {
                 // Not installed (cancelled, or the run went): the sealed file goes.
                 self.threadPool.submit { _ in store.discard(sealed) }
-                storage.discarded()
+                storage.discarded(spool: nil)
                 throw error
             }
             target.complete(published)
@@ -64,7 +58,7 @@ struct GzipProducer: Sendable {
                 // closure elsewhere): the file may be large, and this is the
                 // cooperative pool; `runIfActive` would skip it if cancelled.
                 self.threadPool.submit { _ in work.writer.discard() }
-                storage.discarded()
+                storage.discarded(spool: nil)
             }
             let cacheError = error as? CacheError ?? CacheError.failed("gzip: \(error)")
             // A CSV that failed or was cancelled is logged by its export; a

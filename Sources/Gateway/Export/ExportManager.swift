@@ -21,9 +21,8 @@ import Synchronization
 /// forms). In files of their own: the cache's ledger, eviction and
 /// publishing (`+Cache`) and the restore after a restart (`+Restore`).
 ///
-/// Runs go on a pool of `maxConcurrentExports` threads of its own (blocking
-/// libpq never touches an event loop or the cooperative pool), started in
-/// `run()`.
+/// Runs go to `ExportWorkers` (threads of their own, started in `run()`),
+/// and write through `ProducerStorage` (room in the cache, the publish).
 ///
 /// Acknowledgements are durable: an export exists for a client (202), is
 /// cancelled (200) or deleted (204) only once the journal holds it; when the
@@ -122,7 +121,6 @@ final class ExportManager: Service, Sendable {
     let store: ContentStore
     let journal: ExportJournal
     let pools: BlockingPools
-    let runner: ExportRunner
     let gzip: GzipService
     let limits: Configuration.Exports
     let cacheTTL: TimeInterval
@@ -139,12 +137,8 @@ final class ExportManager: Service, Sendable {
     }
     /// Work for the cluster loops (`ClusterCoordinator`).
     let signals = ClusterSignals()
-    let workers: NIOThreadPool
-    /// Threads for the later pieces of parallel exports (`ExportRunner`):
-    /// `maxConcurrent × (parallelism − 1)`, so a piece never waits for one.
-    let pieceWorkers: NIOThreadPool?
-    /// Export connections kept between exports (`PostgresConnectionPool`).
-    let exportConnections: PostgresConnectionPool
+    /// The threads that run claimed runs, and their connections.
+    let workers: ExportWorkers
     let state: Mutex<State>
     let logger: Logger
 
@@ -157,16 +151,13 @@ final class ExportManager: Service, Sendable {
         let exports = configuration.exports
         self.limits = exports
         self.cluster = configuration.cluster
-        self.exportConnections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
-        self.runner = ExportRunner(connections: self.exportConnections, store: store, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
         self.gzip = GzipService(producer: GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger), workers: exports.gzipWorkers, queue: exports.gzipQueue)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cacheMaxBytes = cacheMaxBytes
         self.tokenCacheSharePercent = configuration.cache.tokenSharePercent
         // Started in `run()`: until then nothing is claimed.
-        self.workers = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
-        self.pieceWorkers = exports.parallelism > 1 ? NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1)) : nil
+        self.workers = ExportWorkers(configuration: configuration, store: store, journal: journal, logger: logger)
         self.state = Mutex(State())
     }
 
@@ -175,13 +166,12 @@ final class ExportManager: Service, Sendable {
     /// and stops the worker threads.
     func run() async throws {
         self.workers.start()
-        self.pieceWorkers?.start()
         self.state.withLock { $0.started = true }
         self.signals.wakeClaims()
         await withDiscardingTaskGroup { group in
             group.addTask {
                 // Connections for the first export, so it does not pay for them (10 ms each).
-                try? await self.onDatabasePool { $0.exportConnections.warm($0.limits.parallelism) }
+                try? await self.onDatabasePool { $0.workers.warmConnections() }
             }
             await cancelWhenGracefulShutdown {
                 // A journal that could not be read at start: try again until it is.
@@ -194,13 +184,7 @@ final class ExportManager: Service, Sendable {
             self.beginShutdown()
             await self.releaseClaims()
         }
-        // Not awaited: a worker stuck in a database call that nothing can
-        // interrupt (the host vanished) must not hold the shutdown; it dies
-        // with the process. Every other worker has stopped by now (its run
-        // was interrupted, and a COPY looks for that every second).
-        self.workers.shutdownGracefully { _ in }
-        self.pieceWorkers?.shutdownGracefully { _ in }
-        self.exportConnections.closeAll()
+        self.workers.stop()
     }
 
     /// At shutdown: the runs claimed here go back to the shared queue now,
@@ -228,6 +212,8 @@ final class ExportManager: Service, Sendable {
     /// gateway (or the next start) runs them again. Downloads of finished
     /// files go on. Safe to call more than once.
     func beginShutdown() {
+        // First: a run that ends from now on goes back to the queue.
+        self.workers.beginStopping()
         let active = self.state.withLock { state -> [ExportRun] in
             guard !state.shuttingDown else { return [] }
             state.shuttingDown = true
@@ -500,15 +486,7 @@ final class ExportManager: Service, Sendable {
     func gzipFile(for job: ExportJob, start: Bool) -> GrowingFile? {
         let run = job.run
         let shared = self.gzip.form(of: run, start: start) { producer in
-            GzipProducer.Storage(
-                reserve: { self.reserve($0, for: producer, writing: run) },
-                install: { sealed in
-                    try await self.onFilesPool { manager in
-                        try manager.install(sealed, holder: run, producer: producer) { rename in try manager.journal.publishGzip(sealed, runID: run.id, rename: rename) }
-                    }
-                },
-                discarded: { self.endPartial(producer) }
-            )
+            ProducerStorage(manager: self, run: run, producer: producer, kind: .gzip, partialName: nil)
         }
         return shared.map { job.view(of: $0) }
     }
@@ -518,110 +496,31 @@ final class ExportManager: Service, Sendable {
 
     // MARK: Workers
 
-    /// Runs a claimed run on an export worker; when it ends, the claim loop
-    /// looks for more. A stopped pool runs the closure at once with
-    /// `.cancelled`: the run is then interrupted and goes back to the queue.
+    /// Runs a claimed run on an export worker (`ExportWorkers`).
     func dispatch(_ run: ExportRun, attempt: Int, partialName: String?) {
-        self.workers.submit { workItemState in
-            // Claimed as a shutdown began (an admission under way): not run,
-            // but handed back to the queue like the runs it interrupted.
-            let active = workItemState == .active && !self.isShuttingDown
-            self.runOnWorker(run, attempt: attempt, partialName: partialName, active: active)
-            guard active, !self.isShuttingDown else { return }
-            self.signals.wakeClaims()
-            // This idle thread replaces the connections a cancel or a
-            // failure closed, so the next export finds them.
-            self.exportConnections.warm(self.limits.parallelism)
-        }
+        let storage = ProducerStorage(manager: self, run: run, producer: run.id, kind: .csv(attempt: attempt), partialName: partialName)
+        self.workers.dispatch(run, attempt: attempt, storage: storage) { outcome in self.runEnded(run, outcome: outcome) }
     }
 
-    /// Runs one claimed export on the calling worker thread and settles its
-    /// end with the shared queue (fenced by the claim: a run this gateway
-    /// lost to another changes nothing there).
-    private func runOnWorker(_ run: ExportRun, attempt: Int, partialName: String?, active: Bool) {
-        let outcome: ExportRunner.Outcome
-        if active {
-            let pieceWorkers = self.pieceWorkers
-            outcome = self.runner.run(run, storage: ExportRunner.Storage(
-                partialName: partialName,
-                reserve: { self.reserve($0, for: run.id, writing: run) },
-                install: { sealed, rows in
-                    do {
-                        return try self.pools.files.runAndWait {
-                            try self.install(sealed, holder: run, producer: run.id) { rename in
-                                let published = try self.journal.publish(sealed, runID: run.id, attempt: attempt, instance: self.instanceID, rows: rows, rename: rename)
-                                // Claimed by another gateway meanwhile: this one's file is not the export's.
-                                if published == nil { _ = run.interrupt() }
-                                return published
-                            }
-                        }
-                    } catch is CancellationError {
-                        // The files thread stopped: the process is stopping (a
-                        // cancelled service group may stop the pools before the
-                        // manager hears of it). An interruption, not a failure.
-                        _ = run.interrupt()
-                        throw CacheError.cancelled()
-                    }
-                },
-                discarded: { self.endPartial(run.id) },
-                reserveSpool: { piece, bytes in self.reserve(bytes, for: piece, writing: run) },
-                endSpool: { piece in self.endPartial(piece) },
-                adoptSpool: { piece, bytes in self.transferReservation(bytes, from: piece, to: run.id) },
-                startPiece: { body in
-                    // No piece threads (EXPORT_PARALLELISM=1): the runner asks for none.
-                    guard let pieceWorkers else { return body(false) }
-                    pieceWorkers.submit { body($0 == .active) }
-                },
-                runningExports: { self.state.withLock { $0.claims.count } }
-            ))
-        } else {
-            _ = run.interrupt()
-            outcome = .interrupted
-        }
-        let shuttingDown = self.isShuttingDown
-        switch outcome {
-        case .failed where shuttingDown:
-            // Most likely failed by the shutdown itself (its thread pools
-            // stopping): handed back to the queue rather than failed for good.
-            try? self.journal.release(run.id, attempt: attempt, instance: self.instanceID)
-        case .failed:
-            // Tried for as long as the lease holds (a database restart is
-            // what often fails an export): then the failure stands on every
-            // gateway. Past the lease another gateway runs it again, and this
-            // one's status follows that.
-            let message = run.snapshot().lifecycle.errorMessage ?? "the export failed"
-            let deadline = ContinuousClock.now + .seconds(self.cluster.leaseSeconds)
-            while true {
-                do {
-                    try self.journal.fail(run.id, attempt: attempt, instance: self.instanceID, message: message)
-                    break
-                } catch {
-                    guard ContinuousClock.now < deadline, !self.isShuttingDown else {
-                        self.logger.warning("the run's failure was not journaled; its lease runs out and another attempt follows", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
-                        break
-                    }
-                    Thread.sleep(forTimeInterval: 0.5)
-                }
-            }
-        case .interrupted where shuttingDown || !active:
-            // Back to the queue for another gateway; if this fails, the lease runs out instead.
-            try? self.journal.release(run.id, attempt: attempt, instance: self.instanceID)
-        case .completed, .publishedAfterCancel, .cancelled, .interrupted:
-            break
-        }
+    /// A run claimed here ended (its end is in the shared queue already):
+    /// its claim goes, and so does the run if it was published after its
+    /// last export was cancelled; the claim loop looks for more.
+    private func runEnded(_ run: ExportRun, outcome: ExportRunner.Outcome) {
         let removals = self.state.withLock { state -> [String] in
             if state.claims[run.id]?.run === run { state.claims[run.id] = nil }
             if case .publishedAfterCancel = outcome, state.members[run.id]?.isEmpty ?? true { return state.forget(run) }
             return []
         }
         self.remove(removals)
+        guard !self.isShuttingDown else { return }
         switch outcome {
         case .completed, .publishedAfterCancel:
             break
         case .failed, .cancelled, .interrupted:
             // What the database says of it now (another attempt, elsewhere?).
-            if !shuttingDown { self.signals.refreshSoon([run.id]) }
+            self.signals.refreshSoon([run.id])
         }
+        self.signals.wakeClaims()
     }
 
     // MARK: Hops

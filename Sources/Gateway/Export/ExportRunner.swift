@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Logging
+import NIOPosix
 
 /// Runs one export on the calling thread, a worker of `ExportManager`'s pool:
 /// COPYs read with libpq, written to a partial file in the store, published
@@ -36,6 +37,9 @@ struct ExportRunner: Sendable {
     var parallelism = 1
     /// Fewer rows than this a piece (by the planner's estimate) are not worth a piece.
     var minRowsPerPiece = ExportPlan.minRowsPerPiece
+    /// Threads for the later pieces of parallel exports (`ExportWorkers`);
+    /// nil with EXPORT_PARALLELISM=1, when no piece is ever asked for.
+    var pieceThreads: NIOThreadPool?
     /// What a later piece reads at once from its spool file into the export's.
     static let stitchBlock = 1 << 20
 
@@ -49,38 +53,6 @@ struct ExportRunner: Sendable {
         case interrupted
     }
 
-    /// Where the runner's files go: room under CACHE_MAX_BYTES, the publish
-    /// itself, word that a partial file was discarded, and threads for the
-    /// later pieces. The manager provides them (`ExportManager+Cache.swift`).
-    /// The manager journals the run's end (`ExportManager.runOnWorker`); the
-    /// completion is journaled by `install`, with the rename.
-    struct Storage {
-        /// The partial file's name in this gateway's partial folder, as the
-        /// claim recorded it (other gateways' readers follow it); nil: any.
-        var partialName: String?
-        /// Room for n more bytes of the export's file; when it says no, the
-        /// export fails cleanly as if the disk were full.
-        var reserve: (Int) -> Bool = { _ in true }
-        /// Names a sealed file in `objects/`, in order with every other
-        /// change there.
-        /// With the export's record count, for the journal.
-        var install: (SealedFile, Int) throws -> PublishedFile
-        /// The partial file was removed without being published.
-        var discarded: () -> Void = {}
-        /// Room for n more bytes of the spool file of the piece with this id.
-        var reserveSpool: @Sendable (UUID, Int) -> Bool = { _, _ in true }
-        /// That spool file is gone.
-        var endSpool: @Sendable (UUID) -> Void = { _ in }
-        /// n bytes of that spool file are in the export's file now: they
-        /// count for the export's file instead (reserved once, not twice).
-        var adoptSpool: (UUID, Int) -> Void = { _, _ in }
-        /// Runs a later piece on a thread of its own; the argument is false
-        /// when the threads are stopping (the piece must give up at once).
-        var startPiece: (@escaping @Sendable (Bool) -> Void) -> Void = { body in Thread.detachNewThread { body(true) } }
-        /// Exports running now, this one included.
-        var runningExports: () -> Int = { 1 }
-    }
-
     /// A later piece: its range, its spool file and the id its bytes are reserved under.
     private struct Piece: Sendable {
         let ids: IDRange
@@ -88,7 +60,10 @@ struct ExportRunner: Sendable {
         let reservation = UUID()
     }
 
-    func run(_ run: ExportRun, storage: Storage) -> Outcome {
+    /// Runs `run` to its end, its files going through `storage`.
+    /// `runningExports`: exports running now on this gateway, this one
+    /// included (how many pieces it may take).
+    func run(_ run: ExportRun, storage: some ExportStorage, runningExports: Int) -> Outcome {
         guard run.markRunning() else { return run.isInterrupted ? .interrupted : .cancelled }
         var logger = self.logger
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
@@ -128,7 +103,7 @@ struct ExportRunner: Sendable {
             let progress = { run.recordProgress(rows: max(0, rows.value + stitchedRecords - headerMessages), bytes: fileWriter.length) }
             let copier = CopyPiece(
                 crlf: options.crlf, rows: rows,
-                write: { bytes, _ in try fileWriter.write(bytes) }, reserve: storage.reserve,
+                write: { bytes, _ in try fileWriter.write(bytes) }, reserve: { storage.reserve($0, spool: nil) },
                 shouldStop: { run.shouldStop }, written: progress
             )
             if options.byteOrderMark { try copier.stage(CSVOptions.utf8BOM) }
@@ -146,7 +121,7 @@ struct ExportRunner: Sendable {
             let estimate = ExportQuery.estimatedRows(fromPlanLine: (plan.first?.first ?? nil) ?? "")
             if let estimate { run.setEstimate(rows: estimate) }
 
-            let count = snapshot == nil ? 1 : ExportPlan.pieceCount(parallelism: self.parallelism, runningExports: storage.runningExports(), estimatedRows: estimate, minRowsPerPiece: self.minRowsPerPiece)
+            let count = snapshot == nil ? 1 : ExportPlan.pieceCount(parallelism: self.parallelism, runningExports: runningExports, estimatedRows: estimate, minRowsPerPiece: self.minRowsPerPiece)
             var ranges = [rest]
             if count > 1 {
                 let stats = try db.execute("SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'users' AND attname = 'id' AND schemaname = ANY (current_schemas(false))")
@@ -155,7 +130,6 @@ struct ExportRunner: Sendable {
             }
             run.pieces = ranges.count
             if let snapshot, ranges.count > 1 {
-                let reserveSpool = storage.reserveSpool
                 for ids in ranges.dropFirst() {
                     // Everything that can throw comes before `enter`: a piece
                     // entered must be started, or `waitForAll` would wait for ever.
@@ -163,9 +137,9 @@ struct ExportRunner: Sendable {
                     let piece = Piece(ids: ids, spool: try SpoolFile(store: self.store, suffix: ".csv"))
                     pieces.append(piece)
                     group.enter()
-                    storage.startPiece { active in
+                    self.startPiece { active in
                         defer { group.leave() }
-                        self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, group: group, active: active, reserve: reserveSpool)
+                        self.readPiece(piece, sql: sql, snapshot: snapshot, run: run, group: group, active: active, storage: storage)
                     }
                 }
             }
@@ -178,7 +152,7 @@ struct ExportRunner: Sendable {
                 defer { block.deallocate() }
                 for piece in pieces {
                     do {
-                        try self.stitch(piece, into: fileWriter, block: block, run: run, adopt: storage.adoptSpool) { records in
+                        try self.stitch(piece, into: fileWriter, block: block, run: run, storage: storage) { records in
                             run.recordStitched(records)
                             stitchedRecords += records
                             progress()
@@ -195,7 +169,7 @@ struct ExportRunner: Sendable {
                     }
                     // Its writer has finished with it: its bytes are in the export's file now.
                     piece.spool.discard()
-                    storage.endSpool(piece.reservation)
+                    storage.discarded(spool: piece.reservation)
                 }
                 group.waitForAll()
             }
@@ -207,11 +181,11 @@ struct ExportRunner: Sendable {
             writer = nil
             let published: PublishedFile
             do {
-                published = try storage.install(sealed, total)
+                published = try storage.publish(sealed, rows: total)
             } catch {
                 // Not installed (the pool stopped, or the run went): the sealed file goes.
                 self.store.discard(sealed)
-                storage.discarded()
+                storage.discarded(spool: nil)
                 throw error
             }
             guard run.complete(published, rows: total) else { return .publishedAfterCancel(published) }
@@ -228,12 +202,12 @@ struct ExportRunner: Sendable {
             group.waitForAll()
             for piece in pieces {
                 piece.spool.discard()
-                storage.endSpool(piece.reservation)
+                storage.discarded(spool: piece.reservation)
             }
             leader?.close()
             if let writer {
                 writer.discard()
-                storage.discarded()
+                storage.discarded(spool: nil)
             }
             if run.isInterrupted {
                 logger.info("export interrupted (a shutdown, or its claim was lost); it runs again")
@@ -285,7 +259,7 @@ struct ExportRunner: Sendable {
     /// Reads one later piece into its spool file, on a thread of its own,
     /// in the leader's snapshot. Ends the spool file either way: finished,
     /// or failed with the reason (which the leader then fails with).
-    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, group: PieceGroup, active: Bool, reserve: @escaping @Sendable (UUID, Int) -> Bool) {
+    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, group: PieceGroup, active: Bool, storage: some ExportStorage) {
         var db: PostgresConnection?
         do {
             guard active else { throw CacheError.failed("the export threads are stopping") }
@@ -309,7 +283,7 @@ struct ExportRunner: Sendable {
                     try piece.spool.append(bytes, records: records)
                     run.recordSpooled(records)
                 },
-                reserve: { reserve(piece.reservation, $0) },
+                reserve: { storage.reserve($0, spool: piece.reservation) },
                 shouldStop: stop
             )
             try copier.copy(sql, on: connection)
@@ -330,7 +304,7 @@ struct ExportRunner: Sendable {
     /// the file's. The spool's blocks are given back when it is removed,
     /// right after it is copied, not while: punching holes as it went would
     /// make ext4 write the dirty pages of each range out before punching it.
-    private func stitch(_ piece: Piece, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, adopt: (UUID, Int) -> Void, copied: (Int) -> Void) throws {
+    private func stitch(_ piece: Piece, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, storage: some ExportStorage, copied: (Int) -> Void) throws {
         var offset = 0
         var records = 0
         while true {
@@ -339,7 +313,7 @@ struct ExportRunner: Sendable {
             var wrote = false
             if case .bytes(let n) = result {
                 try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-                adopt(piece.reservation, n)
+                storage.adopt(n, fromSpool: piece.reservation)
                 offset += n
                 wrote = true
             }
@@ -353,6 +327,13 @@ struct ExportRunner: Sendable {
             }
             if case .ended = result { return }
         }
+    }
+
+    /// Runs a later piece on a piece thread; the argument is false when the
+    /// threads are stopping (the piece must give up at once).
+    private func startPiece(_ body: @escaping @Sendable (Bool) -> Void) {
+        guard let pieceThreads = self.pieceThreads else { return body(false) }
+        pieceThreads.submit { body($0 == .active) }
     }
 
     /// How long a later piece waits for a lock before the leader reads its range instead.

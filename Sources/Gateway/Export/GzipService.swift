@@ -10,9 +10,9 @@ import Synchronization
 /// the count of forms admitted (taken under a run's gzip lock, never the
 /// other way round).
 final class GzipService: Service, Sendable {
-    /// Where one form's bytes go: made by the manager for each form (the
-    /// cache's room, the publish, the end of the partial file).
-    typealias Storage = @Sendable (_ producer: UUID) -> GzipProducer.Storage
+    /// Where one form's bytes go, made by the manager for each form from
+    /// the form's own reservation id (the cache's room, the publish).
+    typealias Storage = @Sendable (_ producer: UUID) -> ProducerStorage
 
     private struct Request: Sendable {
         let run: ExportRun

@@ -40,7 +40,7 @@ final class Janitor: Service, Sendable {
         await manager.expireOld()
         manager.forgetStaleRuns()
         // Kept export connections idle for a minute go (a blocking close: off this pool).
-        try? await manager.onDatabasePool { $0.exportConnections.closeStale() }
+        try? await manager.onDatabasePool { $0.workers.closeStaleConnections() }
         let keep = Int(manager.exportTTL)
         let cacheTTL = Int(manager.cacheTTL)
         try? await manager.onDatabasePool { manager in
