@@ -29,12 +29,12 @@ extension ExportManager {
     /// for the 507. Without an estimate (the plan could not be had at once)
     /// it asks room for the first write only, as before estimates.
     func makeRoom(for request: ExportRequest, owner: String?, run runID: UUID) async -> String? {
-        guard self.cacheMaxBytes > 0 else { return nil }
+        guard self.cache.limit > 0 else { return nil }
         let plan = try? await self.onDatabasePool { manager in
             try manager.journal.planEstimate { db in try ExportQuery(request: request).explain(literal: db.literal) }
         }
         let estimate = (plan ?? nil).map { CacheRoom.estimatedBytes(rows: $0.rows, width: $0.width, columns: request.columns.count) } ?? CopyPiece.stagingSize
-        let room = CacheRoom(limit: self.cacheMaxBytes, sharePercent: self.tokenCacheSharePercent)
+        let room = CacheRoom(limit: self.cache.limit, sharePercent: self.tokenCacheSharePercent)
         let (decision, victims) = self.state.withLock { state -> (CacheRoom.Decision, [UUID: [ExportJob]]) in
             var owners: [UUID: Set<String>] = [:]
             var jobsOfRun: [UUID: [ExportJob]] = [:]
@@ -42,18 +42,22 @@ extension ExportManager {
                 owners[job.run.id, default: []].insert(job.owner ?? "")
                 jobsOfRun[job.run.id, default: []].append(job)
             }
-            let entries = state.runs.values.filter { $0.id != runID }.map { run -> CacheRoom.Entry in
-                let finished = run.status == .completed && state.held[run.id] != nil
+            let others = state.runs.values.filter { $0.id != runID }
+            let (used, usage) = self.cache.usage(of: others.map(\.id))
+            let entries = others.map { run -> CacheRoom.Entry in
+                let known = usage[run.id]
+                let finished = run.status == .completed && known?.heldBytes != nil
                 let written = run.status == .running ? run.snapshot().bytesWritten : 0
-                let bytes = finished ? (state.held[run.id] ?? []).reduce(0) { $0 + (state.ledger.size(of: $1) ?? 0) } : written
+                let bytes = finished ? known?.heldBytes ?? 0 : written
                 let active = run.status == .queued || run.status == .running
-                let pending = active ? max(0, (state.estimates[run.id] ?? 0) - written) : 0
-                return CacheRoom.Entry(runID: run.id, bytes: bytes, pending: pending, owners: owners[run.id] ?? [], finished: finished, lastUsed: state.lastUsed[run.id] ?? .distantPast)
+                let pending = active ? max(0, (known?.estimate ?? 0) - written) : 0
+                return CacheRoom.Entry(runID: run.id, bytes: bytes, pending: pending, owners: owners[run.id] ?? [], finished: finished, lastUsed: known?.lastUsed ?? .distantPast)
             }
-            let decision = room.decide(estimate: estimate, owner: owner, used: state.ledger.totalBytes, entries: entries)
+            let decision = room.decide(estimate: estimate, owner: owner, used: used, entries: entries)
             guard case .fits(let evicting) = decision else { return (decision, [:]) }
-            // Spoken for from now on, by the next admissions' decisions.
-            if state.runs[runID] != nil { state.estimates[runID] = estimate }
+            // Spoken for from now on, by the next admissions' decisions
+            // (taken under the registry's lock, like this decision).
+            if state.runs[runID] != nil { self.cache.setEstimate(estimate, for: runID) }
             return (decision, Dictionary(uniqueKeysWithValues: evicting.map { ($0, jobsOfRun[$0] ?? []) }))
         }
         switch decision {
@@ -87,25 +91,19 @@ extension ExportManager {
     /// export needs (never `writing`, the run asking) while it does not fit.
     /// False when even that is not enough. Readers of an evicted file keep
     /// reading it (they opened it before); its bytes count until they close it.
+    /// A write that fits takes only the budget's lock, not the registry's.
     func reserve(_ bytes: Int, for producer: UUID, writing: ExportRun?) -> Bool {
-        let limit = self.cacheMaxBytes
+        if self.cache.reserve(bytes, for: producer) { return true }
         let (fits, removals) = self.state.withLock { state -> (Bool, [String]) in
-            if state.ledger.reserve(bytes, for: producer, limit: limit) { return (true, []) }
-            // Evict on a copy first: if even evicting everything that may go
-            // is not enough, nothing is evicted for nothing.
-            var trial = state
-            let evictable = trial.runs.values
-                .filter { run in run !== writing && (trial.members[run.id]?.isEmpty ?? true) && run.status == .completed }
-                .sorted { (trial.lastUsed[$0.id] ?? .distantPast) < (trial.lastUsed[$1.id] ?? .distantPast) }
-            var removals: [String] = []
-            for run in evictable {
-                removals += trial.forget(run)
-                if trial.ledger.reserve(bytes, for: producer, limit: limit) {
-                    state = trial
-                    return (true, removals)
-                }
+            // Under the registry's lock: the runs named cannot be joined
+            // while they are evicted (the budget tries on a copy first, so
+            // nothing is evicted for nothing).
+            let evictable = state.runs.values.filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
+            guard let (evicted, removals) = self.cache.reserve(bytes, for: producer, evicting: evictable.map(\.id)) else { return (false, []) }
+            for id in evicted {
+                if let run = state.runs[id] { _ = state.forget(run, cache: self.cache) }
             }
-            return (false, [])
+            return (true, removals)
         }
         self.remove(removals)
         if !removals.isEmpty {
@@ -118,12 +116,12 @@ extension ExportManager {
     /// Bytes of a spool file, now copied into the export's own file, count
     /// for that file instead (`ExportRunner`'s parallel pieces).
     func transferReservation(_ bytes: Int, from spool: UUID, to producer: UUID) {
-        self.state.withLock { $0.ledger.transfer(bytes, from: spool, to: producer) }
+        self.cache.transfer(bytes, from: spool, to: producer)
     }
 
     /// The producer's partial file is gone (published or discarded).
     func endPartial(_ producer: UUID) {
-        self.state.withLock { $0.ledger.endPartial(producer) }
+        self.cache.endPartial(producer)
     }
 
     /// What `/metrics` shows of the manager's state.
@@ -136,9 +134,10 @@ extension ExportManager {
     }
 
     func metricsSnapshot() -> MetricsSnapshot {
-        let (jobs, queued, running, bytes) = self.state.withLock { state in
-            (Array(state.jobs.values), state.runs.values.filter { $0.status == .queued }.count, state.claims.count, state.ledger.totalBytes)
+        let (jobs, queued, running) = self.state.withLock { state in
+            (Array(state.jobs.values), state.runs.values.filter { $0.status == .queued }.count, state.claims.count)
         }
+        let bytes = self.cache.totalBytes
         var snapshot = MetricsSnapshot(queued: queued, running: running, workers: self.limits.maxConcurrent, cacheBytes: bytes)
         // Outside the manager's lock: a job's status takes its run's lock.
         for job in jobs { snapshot.exportsByState[job.status, default: 0] += 1 }
@@ -146,7 +145,7 @@ extension ExportManager {
     }
 
     /// Bytes the cache holds now, as the ledger counts them.
-    var cacheBytes: Int { self.state.withLock { $0.ledger.totalBytes } }
+    var cacheBytes: Int { self.cache.totalBytes }
 
     /// Publishes a sealed file for run `holder`: `record` renames it into
     /// `objects/` (keeping an identical file that is there already) with the
@@ -161,12 +160,10 @@ extension ExportManager {
             self.endPartial(producer)
             throw CacheError.cancelled()
         }
-        let orphan = self.state.withLock { state -> Bool in
-            state.ledger.endPartial(producer)
-            state.ledger.hold(published)
-            guard state.runs[run.id] === run else { return state.ledger.release(published.path) }
-            state.held[run.id, default: []].append(published.path)
-            return false
+        // Under the registry's lock: the run cannot be forgotten between
+        // the look and the hold (its holds would outlive it).
+        let orphan = self.state.withLock { state in
+            self.cache.published(published, by: producer, for: state.runs[run.id] === run ? run.id : nil)
         }
         if orphan {
             // The run went while the file was renamed; this is the files thread, so in order.
@@ -185,7 +182,7 @@ extension ExportManager {
     func remove(_ paths: [String]) {
         for path in paths {
             self.pools.files.submit { state in
-                guard state == .active, !self.state.withLock({ $0.ledger.isHeld(path) }) else { return }
+                guard state == .active, !self.cache.isHeld(path) else { return }
                 self.removeUnreferenced(path)
             }
         }
@@ -214,10 +211,10 @@ extension ExportManager {
     func openPublished(_ file: PublishedFile) async throws -> OpenedFile {
         let closer = FileCloser(threadPool: self.pools.files)
         return try await self.pools.downloads.runIfActive {
-            guard let token = self.state.withLock({ $0.ledger.open(file.path) }) else {
+            guard let token = self.cache.open(file.path) else {
                 throw CacheError.failed("\(file.path) is no longer held")
             }
-            let closed: @Sendable () -> Void = { self.state.withLock { $0.ledger.close(token) } }
+            let closed: @Sendable () -> Void = { self.cache.close(token) }
             do {
                 return try OpenedFile(path: file.path, closer: closer, onClose: closed)
             } catch {

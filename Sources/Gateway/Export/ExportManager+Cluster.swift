@@ -91,7 +91,7 @@ extension ExportManager {
                     old = existing
                 } else {
                     state.runs[row.id] = run
-                    state.lastUsed[row.id] = Date()
+                    self.cache.touch(row.id, at: Date())
                 }
             }
             state.following[row.id] = nil
@@ -212,8 +212,7 @@ extension ExportManager {
             let kept = self.state.withLock { state -> Bool in
                 guard state.runs[row.id] === run else { return false }
                 state.following[row.id] = nil
-                state.ledger.hold(file)
-                state.held[row.id, default: []].append(file.path)
+                self.cache.hold(file, for: row.id)
                 return true
             }
             if kept { _ = run.complete(file, rows: row.rowsWritten, at: row.completedAt ?? Date()) }
@@ -295,7 +294,7 @@ extension ExportManager {
                 let removals = self.state.withLock { state -> [String] in
                     guard state.jobs[id] === job else { return [] }
                     let fresh = state.runs[job.run.id] === job.run && self.isJoinable(job.run, state: state)
-                    return state.leave(job, keepingRun: fresh)
+                    return state.leave(job, keepingRun: fresh, cache: self.cache)
                 }
                 job.run.detach(job.id, with: .cancelled())
                 self.remove(removals)

@@ -24,7 +24,7 @@ extension ExportManager {
                 guard state.members[run.id]?.isEmpty ?? true, state.claims[run.id] == nil else { return false }
                 return run.status == .queued || run.status == .running || !self.isJoinable(run, state: state)
             }
-            return stale.flatMap { state.forget($0) }
+            return stale.flatMap { state.forget($0, cache: self.cache) }
         }
         self.remove(removals)
         _ = self.hasRoom(for: 0)
@@ -36,7 +36,7 @@ extension ExportManager {
     /// here once none does. On the files thread, in order with publishing.
     func removeUnreferencedObjects() {
         let names = self.store.objectNames()
-        let unheld = self.state.withLock { state in names.filter { !state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) } }
+        let unheld = names.filter { !self.cache.isHeld(self.store.objectsDirectory + "/" + $0) }
         let hashes = unheld.map { String($0.prefix(64)) }.filter(Hex.isSHA256)
         guard let candidates = try? self.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
         for name in unheld where candidates.contains(String(name.prefix(64))) {
@@ -69,7 +69,7 @@ extension ExportManager {
             let removals = self.state.withLock { state -> [String] in
                 guard state.jobs[job.id] != nil else { return [] }
                 state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner, evicted: evicted)
-                return state.leave(job)
+                return state.leave(job, cache: self.cache)
             }
             self.remove(removals)
         }

@@ -90,15 +90,12 @@ extension ExportManager {
             if known { continue }
             self.state.withLock { state in
                 state.runs[run.id] = run
-                state.lastUsed[run.id] = run.completedAt ?? now
+                self.cache.touch(run.id, at: run.completedAt ?? now)
                 state.members[run.id] = Set(live.map(\.id))
                 for row in rows {
                     state.jobs[row.id] = ExportJob(id: row.id, run: run, owner: row.owner, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
                 }
-                for file in files {
-                    state.ledger.hold(file)
-                    state.held[run.id, default: []].append(file.path)
-                }
+                for file in files { self.cache.hold(file, for: run.id) }
             }
             restored += rows.count
         }
@@ -119,7 +116,7 @@ extension ExportManager {
         self.signals.refreshSoon(active)
         self.signals.wakeClaims()
         let names = self.store.objectNames()
-        let held = self.state.withLock { state in Set(names.filter { state.ledger.isHeld(self.store.objectsDirectory + "/" + $0) }) }
+        let held = Set(names.filter { self.cache.isHeld(self.store.objectsDirectory + "/" + $0) })
         for name in names where !held.contains(name) {
             self.removeUnreferenced(self.store.objectsDirectory + "/" + name)
         }

@@ -86,15 +86,6 @@ final class ExportManager: Service, Sendable {
         var reservedSlots = 0
         /// Runs another gateway runs whose partial file this one follows.
         var following: [UUID: Following] = [:]
-        /// Every byte of the cache, and which files runs hold.
-        var ledger = CacheLedger()
-        /// The published files each run holds in the ledger (its CSV, its gzip form).
-        var held: [UUID: [String]] = [:]
-        /// When each run was last asked for (joined or downloaded): the LRU order of eviction.
-        var lastUsed: [UUID: Date] = [:]
-        /// The estimated size of each run admitted here (`makeRoom`): what
-        /// it will still write is spoken for while it is queued or running.
-        var estimates: [UUID: Int] = [:]
         /// Exports past EXPORT_TTL, when they expired and whose they were:
         /// answered 410 (to their owner) rather than 404 for another
         /// EXPORT_TTL, then forgotten (as the journal does).
@@ -125,9 +116,9 @@ final class ExportManager: Service, Sendable {
     let limits: Configuration.Exports
     let cacheTTL: TimeInterval
     let exportTTL: TimeInterval
-    /// 0: no bound.
-    let cacheMaxBytes: Int
-    /// TOKEN_CACHE_SHARE: percent of `cacheMaxBytes` one token's files may take.
+    /// The cache's bytes under CACHE_MAX_BYTES, and its LRU order.
+    let cache: EvictingCacheBudget
+    /// TOKEN_CACHE_SHARE: percent of CACHE_MAX_BYTES one token's files may take.
     let tokenCacheSharePercent: Int
     /// INSTANCE_ID and LEASE_SECONDS.
     let cluster: Configuration.Cluster
@@ -154,7 +145,7 @@ final class ExportManager: Service, Sendable {
         self.gzip = GzipService(producer: GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger), workers: exports.gzipWorkers, queue: exports.gzipQueue)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
-        self.cacheMaxBytes = cacheMaxBytes
+        self.cache = EvictingCacheBudget(limit: cacheMaxBytes)
         self.tokenCacheSharePercent = configuration.cache.tokenSharePercent
         // Started in `run()`: until then nothing is claimed.
         self.workers = ExportWorkers(configuration: configuration, store: store, journal: journal, logger: logger)
@@ -304,7 +295,7 @@ final class ExportManager: Service, Sendable {
                 run = ExportRun(id: row.id, request: request)
                 state.runs[row.id] = run
             }
-            state.lastUsed[run.id] = Date()
+            self.cache.touch(run.id, at: Date())
             if let job = state.jobs[exportID] { return job }
             let job = ExportJob(id: exportID, run: run, owner: owner, createdAt: createdAt, cancelledAt: cancelledAt)
             state.jobs[job.id] = job
@@ -327,7 +318,7 @@ final class ExportManager: Service, Sendable {
             return result.runCancelled
         }
         self.applyCancel(job, runCancelled: cancelled ?? false)
-        self.state.withLock { _ = $0.leave(job) }
+        self.state.withLock { _ = $0.leave(job, cache: self.cache) }
     }
 
     /// Why no export may be admitted now, if so.
@@ -349,7 +340,7 @@ final class ExportManager: Service, Sendable {
             return !run.isInterrupted
         case .completed:
             guard let completedAt = run.completedAt, let file = run.publishedFile else { return false }
-            return Date().timeIntervalSince(completedAt) < self.cacheTTL && state.ledger.isHeld(file.path)
+            return Date().timeIntervalSince(completedAt) < self.cacheTTL && self.cache.isHeld(file.path)
         case .failed, .cancelled:
             return false
         }
@@ -387,7 +378,7 @@ final class ExportManager: Service, Sendable {
         guard touch else { return .found(job) }
         self.state.withLock { state in
             // Only for a run still kept: a forgotten one's entry would never go.
-            if state.runs[job.run.id] === job.run { state.lastUsed[job.run.id] = Date() }
+            if state.runs[job.run.id] === job.run { self.cache.touch(job.run.id, at: Date()) }
         }
         return .found(job)
     }
@@ -442,12 +433,12 @@ final class ExportManager: Service, Sendable {
         let removals = self.state.withLock { state -> [String] in
             guard state.jobs[job.id] != nil else { return [] }
             let fresh = state.runs[run.id] === run && self.isJoinable(run, state: state)
-            return state.leave(job, keepingRun: fresh)
+            return state.leave(job, keepingRun: fresh, cache: self.cache)
         }
         // Before the answer: the 204 of the last export of a file means the file is gone.
         if !removals.isEmpty {
             let removed: Bool? = try? await self.onFilesPool { manager in
-                for path in removals where !manager.state.withLock({ $0.ledger.isHeld(path) }) { manager.removeUnreferenced(path) }
+                for path in removals where !manager.cache.isHeld(path) { manager.removeUnreferenced(path) }
                 return true
             }
             // The files thread is stopping: the next start removes them.
@@ -508,7 +499,7 @@ final class ExportManager: Service, Sendable {
     private func runEnded(_ run: ExportRun, outcome: ExportRunner.Outcome) {
         let removals = self.state.withLock { state -> [String] in
             if state.claims[run.id]?.run === run { state.claims[run.id] = nil }
-            if case .publishedAfterCancel = outcome, state.members[run.id]?.isEmpty ?? true { return state.forget(run) }
+            if case .publishedAfterCancel = outcome, state.members[run.id]?.isEmpty ?? true { return state.forget(run, cache: self.cache) }
             return []
         }
         self.remove(removals)
@@ -564,23 +555,22 @@ extension ExportManager.State {
     /// Takes an ended or expiring export off its run; when it was the run's
     /// last, the run is forgotten (unless `keepingRun`, as the fresh answer
     /// to its request). Returns the files no run holds any more.
-    mutating func leave(_ job: ExportJob, keepingRun: Bool = false) -> [String] {
+    mutating func leave(_ job: ExportJob, keepingRun: Bool = false, cache: EvictingCacheBudget) -> [String] {
         let run = job.run
         self.jobs[job.id] = nil
         self.members[run.id]?.remove(job.id)
         guard self.members[run.id]?.isEmpty ?? true else { return [] }
         self.members[run.id] = nil
-        return keepingRun ? [] : self.forget(run)
+        return keepingRun ? [] : self.forget(run, cache: cache)
     }
 
-    /// Drops a run that no export needs; returns the files no run holds any more.
-    mutating func forget(_ run: ExportRun) -> [String] {
+    /// Drops a run that no export needs, and its holds in the cache;
+    /// returns the files no run holds any more.
+    mutating func forget(_ run: ExportRun, cache: EvictingCacheBudget) -> [String] {
         guard self.runs[run.id] === run else { return [] }
         self.runs[run.id] = nil
         self.members[run.id] = nil
-        self.lastUsed[run.id] = nil
-        self.estimates[run.id] = nil
         self.following[run.id] = nil
-        return (self.held.removeValue(forKey: run.id) ?? []).filter { self.ledger.release($0) }
+        return cache.drop(run.id)
     }
 }
