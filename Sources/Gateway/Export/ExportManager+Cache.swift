@@ -35,14 +35,8 @@ extension ExportManager {
         }
         let estimate = (plan ?? nil).map { CacheRoom.estimatedBytes(rows: $0.rows, width: $0.width, columns: request.columns.count) } ?? CopyPiece.stagingSize
         let room = CacheRoom(limit: self.cache.limit, sharePercent: self.tokenCacheSharePercent)
-        let (decision, victims) = self.state.withLock { state -> (CacheRoom.Decision, [UUID: [ExportJob]]) in
-            var owners: [UUID: Set<String>] = [:]
-            var jobsOfRun: [UUID: [ExportJob]] = [:]
-            for job in state.jobs.values where state.members[job.run.id]?.contains(job.id) ?? false {
-                owners[job.run.id, default: []].insert(job.owner ?? "")
-                jobsOfRun[job.run.id, default: []].append(job)
-            }
-            let others = state.runs.values.filter { $0.id != runID }
+        let (decision, victims) = self.registry.withLock { registry -> (CacheRoom.Decision, [UUID: [ExportJob]]) in
+            let (others, owners, jobsOfRun) = registry.roomView(excluding: runID)
             let (used, usage) = self.cache.usage(of: others.map(\.id))
             let entries = others.map { run -> CacheRoom.Entry in
                 let known = usage[run.id]
@@ -57,7 +51,7 @@ extension ExportManager {
             guard case .fits(let evicting) = decision else { return (decision, [:]) }
             // Spoken for from now on, by the next admissions' decisions
             // (taken under the registry's lock, like this decision).
-            if state.runs[runID] != nil { self.cache.setEstimate(estimate, for: runID) }
+            if registry.knowsRun(runID) { self.cache.setEstimate(estimate, for: runID) }
             return (decision, Dictionary(uniqueKeysWithValues: evicting.map { ($0, jobsOfRun[$0] ?? []) }))
         }
         switch decision {
@@ -94,15 +88,13 @@ extension ExportManager {
     /// A write that fits takes only the budget's lock, not the registry's.
     func reserve(_ bytes: Int, for producer: UUID, writing: ExportRun?) -> Bool {
         if self.cache.reserve(bytes, for: producer) { return true }
-        let (fits, removals) = self.state.withLock { state -> (Bool, [String]) in
+        let (fits, removals) = self.registry.withLock { registry -> (Bool, [String]) in
             // Under the registry's lock: the runs named cannot be joined
             // while they are evicted (the budget tries on a copy first, so
             // nothing is evicted for nothing).
-            let evictable = state.runs.values.filter { run in run !== writing && (state.members[run.id]?.isEmpty ?? true) && run.status == .completed }
-            guard let (evicted, removals) = self.cache.reserve(bytes, for: producer, evicting: evictable.map(\.id)) else { return (false, []) }
-            for id in evicted {
-                if let run = state.runs[id] { _ = state.forget(run, cache: self.cache) }
-            }
+            let evictable = registry.evictable(except: writing).map(\.id)
+            guard let (evicted, removals) = self.cache.reserve(bytes, for: producer, evicting: evictable) else { return (false, []) }
+            registry.evicted(evicted)
             return (true, removals)
         }
         self.remove(removals)
@@ -134,9 +126,7 @@ extension ExportManager {
     }
 
     func metricsSnapshot() -> MetricsSnapshot {
-        let (jobs, queued, running) = self.state.withLock { state in
-            (Array(state.jobs.values), state.runs.values.filter { $0.status == .queued }.count, state.claims.count)
-        }
+        let (jobs, queued, running) = self.registry.withLock { $0.counts }
         let bytes = self.cache.totalBytes
         var snapshot = MetricsSnapshot(queued: queued, running: running, workers: self.limits.maxConcurrent, cacheBytes: bytes)
         // Outside the manager's lock: a job's status takes its run's lock.
@@ -154,7 +144,7 @@ extension ExportManager {
     /// meanwhile (cancelled and dropped), or `record` returns nil (the claim
     /// on the run was lost), the file goes and this throws. Runs on the files thread only.
     func install(_ sealed: SealedFile, holder run: ExportRun, producer: UUID, record: (() throws -> PublishedFile) throws -> PublishedFile?) throws -> PublishedFile {
-        let alive = self.state.withLock { $0.runs[run.id] === run }
+        let alive = self.registry.withLock { $0.keeps(run) }
         guard alive, let published = try record({ try self.store.install(sealed, keepExisting: true) }) else {
             self.store.discard(sealed)
             self.endPartial(producer)
@@ -162,8 +152,8 @@ extension ExportManager {
         }
         // Under the registry's lock: the run cannot be forgotten between
         // the look and the hold (its holds would outlive it).
-        let orphan = self.state.withLock { state in
-            self.cache.published(published, by: producer, for: state.runs[run.id] === run ? run.id : nil)
+        let orphan = self.registry.withLock { registry in
+            self.cache.published(published, by: producer, for: registry.keeps(run) ? run.id : nil)
         }
         if orphan {
             // The run went while the file was renamed; this is the files thread, so in order.

@@ -31,17 +31,11 @@ extension ExportManager {
 
     /// Takes a worker thread for a run about to be claimed; false when none is free.
     func reserveSlot() -> Bool {
-        self.state.withLock { state in
-            // Not before the journal is read: the restore builds the registry
-            // anew, and queues again what this instance ran before it stopped.
-            guard state.started, state.journalLoaded, !state.shuttingDown, state.claims.count + state.reservedSlots < self.limits.maxConcurrent else { return false }
-            state.reservedSlots += 1
-            return true
-        }
+        self.registry.withLock { $0.reserveSlot(workers: self.limits.maxConcurrent) }
     }
 
     func releaseSlot() {
-        self.state.withLock { $0.reservedSlots = max(0, $0.reservedSlots - 1) }
+        self.registry.withLock { $0.releaseSlot() }
     }
 
     // MARK: Claims
@@ -77,26 +71,10 @@ extension ExportManager {
             Task { try? await self.onDatabasePool { try $0.journal.fail(id, attempt: attempt, instance: instance, message: "the export's request could not be read") } }
             return
         }
-        let (run, old) = self.state.withLock { state -> (ExportRun, ExportRun?) in
-            state.reservedSlots = max(0, state.reservedSlots - 1)
-            let existing = state.runs[row.id]
-            let run: ExportRun
-            var old: ExportRun?
-            if let existing, existing.status == .queued, !existing.isInterrupted, state.following[row.id] == nil, state.claims[row.id] == nil {
-                run = existing
-            } else {
-                run = ExportRun(id: row.id, request: request)
-                if let existing {
-                    state.replace(existing, with: run)
-                    old = existing
-                } else {
-                    state.runs[row.id] = run
-                    self.cache.touch(row.id, at: Date())
-                }
-            }
-            state.following[row.id] = nil
-            state.claims[row.id] = Claimed(attempt: row.attempt, run: run)
-            return (run, old)
+        let now = Date()
+        let (run, old) = self.registry.withLock { registry in
+            if !registry.knowsRun(row.id) { self.cache.touch(row.id, at: now) }
+            return registry.claimed(row.id, attempt: row.attempt, request: request)
         }
         if let old {
             let (_, cancellers) = old.interrupt(reason: "the gateway running this export stopped; it runs again")
@@ -114,7 +92,7 @@ extension ExportManager {
     /// whole lease since `lastRenewed`, this gateway stops its runs, since
     /// others may run them now.
     func renewLeases(lastRenewed: ContinuousClock.Instant) async -> Bool {
-        let claimed = self.state.withLock { Array($0.claims) }
+        let claimed = self.registry.withLock { $0.claimed }
         guard !claimed.isEmpty else { return true }
         let renewals = claimed.map { id, claim in
             let snapshot = claim.run.snapshot()
@@ -122,7 +100,7 @@ extension ExportManager {
         }
         do {
             let held = try await self.onDatabasePool { try $0.journal.renew(renewals, instance: $0.instanceID, leaseSeconds: $0.cluster.leaseSeconds) }
-            let lost = claimed.map(\.key).filter { !held.contains($0) }
+            let lost = claimed.map(\.id).filter { !held.contains($0) }
             if !lost.isEmpty { await self.refresh(lost) }
             return true
         } catch {
@@ -140,9 +118,7 @@ extension ExportManager {
 
     /// The mirrors still under way: looked up once a second.
     var mirrorsUnderWay: [UUID] {
-        self.state.withLock { state in
-            state.runs.values.filter { ($0.status == .queued || $0.status == .running) && state.claims[$0.id] == nil }.map(\.id)
-        }
+        self.registry.withLock { $0.mirrorsUnderWay }
     }
 
     /// Brings the runs kept here to their state in the database.
@@ -153,7 +129,7 @@ extension ExportManager {
 
     /// Brings the run object kept here for `row` to the row's state.
     func reconcile(_ row: ExportJournal.RunRow) {
-        if let claim = self.state.withLock({ $0.claims[row.id] }) {
+        if let claim = self.registry.withLock({ $0.claim(of: row.id) }) {
             // Running here: only a cancel, or the loss of the claim, matters.
             if row.instance == self.instanceID, row.attempt == claim.attempt, row.state == .running || row.state == .completed || row.state == .failed { return }
             if row.state == .cancelled {
@@ -164,12 +140,12 @@ extension ExportManager {
             }
             return
         }
-        guard let run = self.state.withLock({ $0.runs[row.id] }) else { return }
+        guard let run = self.registry.withLock({ $0.run(row.id) }) else { return }
         self.mirror(run, row)
     }
 
     private func mirror(_ current: ExportRun, _ row: ExportJournal.RunRow) {
-        let followed = self.state.withLock { $0.following[row.id] }
+        let followed = self.registry.withLock { $0.following(row.id) }
         let begun = followed != nil || current.status != .queued || current.isInterrupted
         switch row.state {
         case .queued:
@@ -193,9 +169,7 @@ extension ExportManager {
             guard run.markRunning(at: row.startedAt ?? Date()) else { return }
             run.csv.begin(path: path)
             run.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
-            self.state.withLock { state in
-                if state.runs[row.id] === run { state.following[row.id] = Following(attempt: row.attempt, path: path) }
-            }
+            self.registry.withLock { $0.follow(run, attempt: row.attempt, path: path) }
         case .completed:
             guard current.status != .completed, let sha = row.sha256, let size = row.sizeBytes else { return }
             // Readers of another attempt's partial file may have other bytes:
@@ -209,18 +183,17 @@ extension ExportManager {
             let run = (followed.map { $0.attempt != row.attempt } ?? false) || current.isInterrupted || ended ? self.replaceRun(current) : current
             if run.status == .queued { _ = run.markRunning(at: row.startedAt ?? Date()) }
             let file = PublishedFile(path: self.store.objectPath(sha256: sha, suffix: ".csv"), size: size, sha256: sha)
-            let kept = self.state.withLock { state -> Bool in
-                guard state.runs[row.id] === run else { return false }
-                state.following[row.id] = nil
+            let kept = self.registry.withLock { registry in
+                guard registry.mirrorCompleted(run) else { return false }
                 self.cache.hold(file, for: row.id)
                 return true
             }
             if kept { _ = run.complete(file, rows: row.rowsWritten, at: row.completedAt ?? Date()) }
         case .failed:
-            self.state.withLock { _ = $0.following.removeValue(forKey: row.id) }
+            self.registry.withLock { $0.stopFollowing(row.id) }
             current.fail(CacheError.failed(row.error ?? "the export failed"))
         case .cancelled:
-            self.state.withLock { _ = $0.following.removeValue(forKey: row.id) }
+            self.registry.withLock { $0.stopFollowing(row.id) }
             self.cancel(current)
         }
     }
@@ -228,12 +201,7 @@ extension ExportManager {
     /// A new object for a run in place of `old`, whose readers abort.
     private func replaceRun(_ old: ExportRun) -> ExportRun {
         let new = ExportRun(id: old.id, request: old.request)
-        let replaced = self.state.withLock { state -> ExportRun? in
-            guard state.runs[old.id] === old else { return state.runs[old.id] }
-            state.replace(old, with: new)
-            state.following[old.id] = nil
-            return nil
-        }
+        let replaced = self.registry.withLock { $0.replacing(old, with: new) }
         if let replaced { return replaced }
         let (_, cancellers) = old.interrupt(reason: "the gateway running this export stopped; it runs again")
         self.cancelQueries(cancellers)
@@ -243,9 +211,7 @@ extension ExportManager {
     /// Lets the live readers of mirrors here see what the other gateways
     /// have written: the length of each partial file followed.
     func followPartials() async {
-        let followed = self.state.withLock { state in
-            state.following.compactMap { id, following in state.runs[id].map { ($0, following.path) } }
-        }
+        let followed = self.registry.withLock { $0.followedPartials }
         guard !followed.isEmpty else { return }
         let lengths = try? await self.pools.downloads.runIfActive {
             followed.map { run, path -> (ExportRun, Int?) in
@@ -264,10 +230,10 @@ extension ExportManager {
         case "gateway_queue":
             self.signals.wakeClaims()
         case "gateway_runs":
-            guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.runs[id] != nil }) else { return }
+            guard let id = UUID(uuidString: notification.payload), self.registry.withLock({ $0.knowsRun(id) }) else { return }
             self.signals.refreshSoon([id])
         case "gateway_exports":
-            guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.jobs[id] != nil }) else { return }
+            guard let id = UUID(uuidString: notification.payload), self.registry.withLock({ $0.knowsJob(id) }) else { return }
             self.signals.recheckSoon([id])
         default:
             break
@@ -277,7 +243,7 @@ extension ExportManager {
     /// The listener was away: notifications may have been missed, so every
     /// run and export kept here is looked up again.
     func resync() {
-        let (runs, jobs) = self.state.withLock { (Array($0.runs.keys), Array($0.jobs.keys)) }
+        let (runs, jobs) = self.registry.withLock { $0.allIDs }
         self.signals.refreshSoon(runs)
         self.signals.recheckSoon(jobs)
         self.signals.wakeClaims()
@@ -287,19 +253,18 @@ extension ExportManager {
     func recheck(exports ids: [UUID]) async {
         guard let states = try? await self.onDatabasePool({ try $0.journal.exportStates(ids) }) else { return }
         for id in ids {
-            guard let job = self.state.withLock({ $0.jobs[id] }) else { continue }
+            guard let job = self.registry.withLock({ $0.job(id) }) else { continue }
             switch states[id] {
             case nil:
                 // Deleted: gone here too.
-                let removals = self.state.withLock { state -> [String] in
-                    guard state.jobs[id] === job else { return [] }
-                    let fresh = state.runs[job.run.id] === job.run && self.isJoinable(job.run, state: state)
-                    return state.leave(job, keepingRun: fresh, cache: self.cache)
+                let removals = self.registry.withLock { registry -> [String] in
+                    guard registry.job(id) === job else { return [] }
+                    return registry.leave(job, keepingFreshRun: true) { self.isJoinable($0) }.map { self.cache.drop($0) } ?? []
                 }
                 job.run.detach(job.id, with: .cancelled())
                 self.remove(removals)
             case true?:
-                if job.markCancelled() { self.state.withLock { $0.removeMember(job) } }
+                if job.markCancelled() { self.registry.withLock { $0.cancelled(job) } }
             case false?:
                 break
             }
@@ -325,7 +290,7 @@ extension ExportManager {
         }
         guard let (record, row) = fetched else { return .notFound }
         if record.expiredAt != nil || Date().timeIntervalSince(record.createdAt) >= self.exportTTL {
-            self.state.withLock { $0.expired[id] = ExpiredExport(at: record.expiredAt ?? Date(), owner: record.owner, evicted: record.evicted) }
+            self.registry.withLock { $0.rememberExpired(id, ExpiredExport(at: record.expiredAt ?? Date(), owner: record.owner, evicted: record.evicted)) }
             return .expired(owner: record.owner, evicted: record.evicted)
         }
         guard let row, let request = try? ExportRequest.parse(try QueryString.parse(record.query)) else { return .notFound }

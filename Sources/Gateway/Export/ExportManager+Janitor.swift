@@ -8,7 +8,7 @@ extension ExportManager {
     /// Expires the exports past EXPORT_TTL.
     func expireOld() async {
         let now = Date()
-        let old = self.state.withLock { state in state.jobs.values.filter { now.timeIntervalSince($0.createdAt) >= self.exportTTL } }
+        let old = self.registry.withLock { $0.jobs(olderThan: self.exportTTL, now: now) }
         if !old.isEmpty { await self.expire(old) }
     }
 
@@ -18,13 +18,9 @@ extension ExportManager {
     /// brings the cache back under CACHE_MAX_BYTES.
     func forgetStaleRuns() {
         let now = Date()
-        let removals = self.state.withLock { state -> [String] in
-            state.expired = state.expired.filter { now.timeIntervalSince($0.value.at) < self.exportTTL }
-            let stale = state.runs.values.filter { run in
-                guard state.members[run.id]?.isEmpty ?? true, state.claims[run.id] == nil else { return false }
-                return run.status == .queued || run.status == .running || !self.isJoinable(run, state: state)
-            }
-            return stale.flatMap { state.forget($0, cache: self.cache) }
+        let removals = self.registry.withLock { registry -> [String] in
+            registry.forgetExpired(olderThan: self.exportTTL, now: now)
+            return registry.forgetStaleRuns { self.isJoinable($0, now: now) }.flatMap { self.cache.drop($0) }
         }
         self.remove(removals)
         _ = self.hasRoom(for: 0)
@@ -66,10 +62,9 @@ extension ExportManager {
                 let runCancelled = (try? await self.onDatabasePool { try $0.journal.cancelExport(id).runCancelled }) ?? false
                 self.applyCancel(job, runCancelled: runCancelled)
             }
-            let removals = self.state.withLock { state -> [String] in
-                guard state.jobs[job.id] != nil else { return [] }
-                state.expired[job.id] = ExpiredExport(at: Date(), owner: job.owner, evicted: evicted)
-                return state.leave(job, cache: self.cache)
+            let now = Date()
+            let removals = self.registry.withLock { registry -> [String] in
+                registry.expire(job, at: now, evicted: evicted).map { self.cache.drop($0) } ?? []
             }
             self.remove(removals)
         }

@@ -28,7 +28,7 @@ extension ExportManager {
                 return records
             }
             let (restored, requeued) = try await self.onFilesPool { $0.restore(records) }
-            self.state.withLock { $0.journalLoaded = true }
+            self.registry.withLock { $0.markJournalLoaded() }
             if restored > 0 { self.logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
             return true
         } catch {
@@ -38,7 +38,7 @@ extension ExportManager {
     }
 
     /// True once the journal has been read and its exports restored.
-    var isJournalLoaded: Bool { self.state.withLock { $0.journalLoaded } }
+    var isJournalLoaded: Bool { self.registry.withLock { $0.journalLoaded } }
 
     /// Brings back the exports of the journal after a restart: finished ones
     /// whose file is on disk as they were, failed and cancelled ones as
@@ -59,8 +59,8 @@ extension ExportManager {
             }
             let now = Date()
             let isExpired: (ExportJournal.Record) -> Bool = { $0.expiredAt != nil || now.timeIntervalSince($0.createdAt) >= self.exportTTL }
-            self.state.withLock { state in
-                for row in rows where isExpired(row) { state.expired[row.id] = ExpiredExport(at: row.expiredAt ?? now, owner: row.owner, evicted: row.evicted) }
+            self.registry.withLock { registry in
+                for row in rows where isExpired(row) { registry.rememberExpired(row.id, ExpiredExport(at: row.expiredAt ?? now, owner: row.owner, evicted: row.evicted)) }
             }
             newlyExpired += rows.filter { $0.expiredAt == nil && isExpired($0) }.map(\.id)
             let rows = rows.filter { !isExpired($0) }
@@ -86,17 +86,14 @@ extension ExportManager {
             // Read outside the manager's lock: the run's own locks are taken
             // after the manager's elsewhere, never before.
             let files = [run.publishedFile, run.publishedGzip].compactMap { $0 }
-            let known = self.state.withLock { $0.runs[run.id] != nil }
-            if known { continue }
-            self.state.withLock { state in
-                state.runs[run.id] = run
+            let jobs = rows.map { ExportJob(id: $0.id, run: run, owner: $0.owner, createdAt: $0.createdAt, cancelledAt: $0.cancelledAt) }
+            let added = self.registry.withLock { registry in
+                guard registry.restore(run, members: Set(live.map(\.id)), jobs: jobs) else { return false }
                 self.cache.touch(run.id, at: run.completedAt ?? now)
-                state.members[run.id] = Set(live.map(\.id))
-                for row in rows {
-                    state.jobs[row.id] = ExportJob(id: row.id, run: run, owner: row.owner, createdAt: row.createdAt, cancelledAt: row.cancelledAt)
-                }
                 for file in files { self.cache.hold(file, for: run.id) }
+                return true
             }
+            guard added else { continue }
             restored += rows.count
         }
         do {

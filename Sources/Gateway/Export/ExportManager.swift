@@ -74,41 +74,6 @@ final class ExportManager: Service, Sendable {
         case unknownYet
     }
 
-    struct State {
-        var jobs: [UUID: ExportJob] = [:]
-        var runs: [UUID: ExportRun] = [:]
-        /// The exports of each run that have not been cancelled or deleted
-        /// (those this gateway knows of: others may have more).
-        var members: [UUID: Set<UUID>] = [:]
-        /// The runs this gateway runs now, with their attempt (`gateway.runs`).
-        var claims: [UUID: Claimed] = [:]
-        /// Worker threads promised to an admission or a claim under way.
-        var reservedSlots = 0
-        /// Runs another gateway runs whose partial file this one follows.
-        var following: [UUID: Following] = [:]
-        /// Exports past EXPORT_TTL, when they expired and whose they were:
-        /// answered 410 (to their owner) rather than 404 for another
-        /// EXPORT_TTL, then forgotten (as the journal does).
-        var expired: [UUID: ExpiredExport] = [:]
-        var shuttingDown = false
-        /// The journal has been read and its exports restored (`loadJournal`).
-        var journalLoaded = false
-        /// `run()` has started the worker threads: runs may be claimed.
-        var started = false
-    }
-
-    /// A run this gateway has claimed.
-    struct Claimed {
-        let attempt: Int
-        let run: ExportRun
-    }
-
-    /// The partial file of another gateway's run, as this one follows it.
-    struct Following {
-        let attempt: Int
-        let path: String
-    }
-
     let store: ContentStore
     let journal: ExportJournal
     let pools: BlockingPools
@@ -130,7 +95,9 @@ final class ExportManager: Service, Sendable {
     let signals = ClusterSignals()
     /// The threads that run claimed runs, and their connections.
     let workers: ExportWorkers
-    let state: Mutex<State>
+    /// What this gateway knows of the exports and runs; the one lock here,
+    /// never held across I/O.
+    let registry = Mutex(ExportRegistry())
     let logger: Logger
 
     /// - Parameter cacheMaxBytes: CACHE_MAX_BYTES as resolved at start (0: no bound).
@@ -149,7 +116,6 @@ final class ExportManager: Service, Sendable {
         self.tokenCacheSharePercent = configuration.cache.tokenSharePercent
         // Started in `run()`: until then nothing is claimed.
         self.workers = ExportWorkers(configuration: configuration, store: store, journal: journal, logger: logger)
-        self.state = Mutex(State())
     }
 
     /// Starts the worker threads; until shutdown, reads the journal again
@@ -157,7 +123,7 @@ final class ExportManager: Service, Sendable {
     /// and stops the worker threads.
     func run() async throws {
         self.workers.start()
-        self.state.withLock { $0.started = true }
+        self.registry.withLock { $0.markStarted() }
         self.signals.wakeClaims()
         await withDiscardingTaskGroup { group in
             group.addTask {
@@ -183,7 +149,7 @@ final class ExportManager: Service, Sendable {
     /// have stopped (the process may exit first) or their leases run out.
     /// Fenced by the claims: a worker that ends meanwhile changes nothing.
     private func releaseClaims() async {
-        let claimed = self.state.withLock { Array($0.claims) }
+        let claimed = self.registry.withLock { $0.claimed }
         guard !claimed.isEmpty else { return }
         try? await self.onDatabasePool { manager in
             for (id, claim) in claimed { try? manager.journal.release(id, attempt: claim.attempt, instance: manager.instanceID) }
@@ -195,7 +161,7 @@ final class ExportManager: Service, Sendable {
     var instanceID: String { self.cluster.instanceID }
 
     /// True once shutdown has begun.
-    var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
+    var isShuttingDown: Bool { self.registry.withLock { $0.shuttingDown } }
 
     /// Stops taking exports and interrupts what is queued or running: their
     /// queries are cancelled, their live readers see an aborted transfer, and
@@ -205,11 +171,7 @@ final class ExportManager: Service, Sendable {
     func beginShutdown() {
         // First: a run that ends from now on goes back to the queue.
         self.workers.beginStopping()
-        let active = self.state.withLock { state -> [ExportRun] in
-            guard !state.shuttingDown else { return [] }
-            state.shuttingDown = true
-            return state.runs.values.filter { $0.status == .queued || $0.status == .running }
-        }
+        let active = self.registry.withLock { $0.beginShutdown() }
         self.gzip.stop()
         for run in active {
             let (_, cancellers) = run.interrupt()
@@ -226,16 +188,12 @@ final class ExportManager: Service, Sendable {
     /// waits in the shared queue for any gateway, or is refused when the
     /// limits are reached. Returns once the journal holds the export.
     func submit(_ request: ExportRequest, owner: String?, fresh: Bool = false) async throws(SubmitError) -> ExportJob {
-        if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
+        if let refusal = self.registry.withLock({ self.refusal($0) }) { throw refusal }
         // A run of this request that this gateway runs and has seen fail or
         // stop, whose end the database may not have yet (it was down): not
         // one to join, so a new run starts (as with `no-cache`).
         let key = request.cacheKey
-        let doomed = self.state.withLock { state in
-            state.claims.values.contains { claim in
-                claim.run.request.cacheKey == key && (claim.run.status == .failed || claim.run.status == .cancelled || claim.run.isInterrupted)
-            }
-        }
+        let doomed = self.registry.withLock { $0.hasDoomedClaim(key: key) }
         let fresh = fresh || doomed
         let claiming = self.reserveSlot()
         let admission = ExportJournal.Admission(
@@ -287,25 +245,16 @@ final class ExportManager: Service, Sendable {
     /// this gateway keeps for the run (made if new), brought to the run's
     /// state as the database has it.
     func adopt(exportID: UUID, owner: String?, createdAt: Date, cancelledAt: Date?, row: ExportJournal.RunRow, request: ExportRequest, reconciling: Bool = true) -> ExportJob {
-        let job = self.state.withLock { state -> ExportJob in
-            let run: ExportRun
-            if let existing = state.runs[row.id] {
-                run = existing
-            } else {
-                run = ExportRun(id: row.id, request: request)
-                state.runs[row.id] = run
-            }
-            self.cache.touch(run.id, at: Date())
-            if let job = state.jobs[exportID] { return job }
-            let job = ExportJob(id: exportID, run: run, owner: owner, createdAt: createdAt, cancelledAt: cancelledAt)
-            state.jobs[job.id] = job
-            if cancelledAt == nil { state.members[run.id, default: []].insert(job.id) }
+        let now = Date()
+        let job = self.registry.withLock { registry in
+            let job = registry.adopt(exportID: exportID, owner: owner, createdAt: createdAt, cancelledAt: cancelledAt, runID: row.id, request: request)
+            self.cache.touch(row.id, at: now)
             return job
         }
         guard reconciling else { return job }
         self.reconcile(row)
         // Reconciling may have put a new run object (a new attempt) in its place.
-        return self.state.withLock { $0.jobs[exportID] } ?? job
+        return self.registry.withLock { $0.job(exportID) } ?? job
     }
 
     /// Takes back an export that was admitted but cannot run (no room):
@@ -318,14 +267,16 @@ final class ExportManager: Service, Sendable {
             return result.runCancelled
         }
         self.applyCancel(job, runCancelled: cancelled ?? false)
-        self.state.withLock { _ = $0.leave(job, cache: self.cache) }
+        self.registry.withLock { registry in
+            if let forgotten = registry.leave(job) { _ = self.cache.drop(forgotten) }
+        }
     }
 
     /// Why no export may be admitted now, if so.
-    private func refusal(_ state: State) -> SubmitError? {
-        if state.shuttingDown { return .shuttingDown }
-        if !state.journalLoaded { return .journalUnavailable }
-        if state.jobs.count >= self.limits.maxExports { return .tooManyExports }
+    private func refusal(_ registry: ExportRegistry) -> SubmitError? {
+        if registry.shuttingDown { return .shuttingDown }
+        if !registry.journalLoaded { return .journalUnavailable }
+        if registry.jobCount >= self.limits.maxExports { return .tooManyExports }
         return nil
     }
 
@@ -334,13 +285,13 @@ final class ExportManager: Service, Sendable {
 
     /// A run another export may join: not ended badly nor interrupted, and if
     /// completed, completed within `cacheTTL` and still holding its file.
-    func isJoinable(_ run: ExportRun, state: State) -> Bool {
+    func isJoinable(_ run: ExportRun, now: Date = Date()) -> Bool {
         switch run.status {
         case .queued, .running:
             return !run.isInterrupted
         case .completed:
             guard let completedAt = run.completedAt, let file = run.publishedFile else { return false }
-            return Date().timeIntervalSince(completedAt) < self.cacheTTL && self.cache.isHeld(file.path)
+            return now.timeIntervalSince(completedAt) < self.cacheTTL && self.cache.isHeld(file.path)
         case .failed, .cancelled:
             return false
         }
@@ -349,7 +300,7 @@ final class ExportManager: Service, Sendable {
     // MARK: Lookup, cancel, delete
 
     func job(_ id: UUID) -> ExportJob? {
-        self.state.withLock { $0.jobs[id] }
+        self.registry.withLock { $0.job(id) }
     }
 
     /// Finds an export for a client: one the caller may not see is not
@@ -357,7 +308,7 @@ final class ExportManager: Service, Sendable {
     /// removed on the spot and answered as such; a found one counts as a use
     /// of its run for eviction, unless `touch` is false (a listing is not a use).
     func lookup(_ id: UUID, for caller: Caller, touch: Bool = true) async -> Lookup {
-        let (known, expired, loaded) = self.state.withLock { ($0.jobs[id], $0.expired[id], $0.journalLoaded) }
+        let (known, expired, loaded) = self.registry.withLock { ($0.job(id), $0.expiredExport(id), $0.journalLoaded) }
         guard loaded else { return .unknownYet }
         if let expired { return caller.sees(exportID: id, owner: expired.owner) ? .expired(evicted: expired.evicted) : .notFound }
         var job = known
@@ -376,9 +327,10 @@ final class ExportManager: Service, Sendable {
             return .expired(evicted: false)
         }
         guard touch else { return .found(job) }
-        self.state.withLock { state in
+        let now = Date()
+        self.registry.withLock { registry in
             // Only for a run still kept: a forgotten one's entry would never go.
-            if state.runs[job.run.id] === job.run { self.cache.touch(job.run.id, at: Date()) }
+            if registry.keeps(job.run) { self.cache.touch(job.run.id, at: now) }
         }
         return .found(job)
     }
@@ -418,7 +370,7 @@ final class ExportManager: Service, Sendable {
     func applyCancel(_ job: ExportJob, runCancelled: Bool) -> DeleteOutcome {
         let run = job.run
         if job.markCancelled() {
-            self.state.withLock { $0.removeMember(job) }
+            self.registry.withLock { $0.cancelled(job) }
             self.logger.info("export cancelled", metadata: [LogKey.exportID: "\(job.id.uuidString.lowercased())", LogKey.runID: "\(run.id.uuidString.lowercased())"])
         }
         if runCancelled { self.cancel(run) }
@@ -429,11 +381,8 @@ final class ExportManager: Service, Sendable {
     /// files unless another export or the fresh cache entry for its request
     /// needs them. (The notification of this very delete may have removed it here already.)
     private func applyDelete(_ job: ExportJob) async -> DeleteOutcome {
-        let run = job.run
-        let removals = self.state.withLock { state -> [String] in
-            guard state.jobs[job.id] != nil else { return [] }
-            let fresh = state.runs[run.id] === run && self.isJoinable(run, state: state)
-            return state.leave(job, keepingRun: fresh, cache: self.cache)
+        let removals = self.registry.withLock { registry -> [String] in
+            registry.leave(job, keepingFreshRun: true) { self.isJoinable($0) }.map { self.cache.drop($0) } ?? []
         }
         // Before the answer: the 204 of the last export of a file means the file is gone.
         if !removals.isEmpty {
@@ -497,10 +446,9 @@ final class ExportManager: Service, Sendable {
     /// its claim goes, and so does the run if it was published after its
     /// last export was cancelled; the claim loop looks for more.
     private func runEnded(_ run: ExportRun, outcome: ExportRunner.Outcome) {
-        let removals = self.state.withLock { state -> [String] in
-            if state.claims[run.id]?.run === run { state.claims[run.id] = nil }
-            if case .publishedAfterCancel = outcome, state.members[run.id]?.isEmpty ?? true { return state.forget(run, cache: self.cache) }
-            return []
+        let removals = self.registry.withLock { registry -> [String] in
+            let publishedAfterCancel = if case .publishedAfterCancel = outcome { true } else { false }
+            return registry.runEnded(run, publishedAfterCancel: publishedAfterCancel).map { self.cache.drop($0) } ?? []
         }
         self.remove(removals)
         guard !self.isShuttingDown else { return }
@@ -524,53 +472,5 @@ final class ExportManager: Service, Sendable {
     /// Runs work on the one thread that changes `objects/`.
     func onFilesPool<T: Sendable>(_ body: @escaping @Sendable (ExportManager) throws -> T) async throws -> T {
         try await self.pools.files.runIfActive { try body(self) }
-    }
-}
-
-/// An export past EXPORT_TTL, remembered for 410 answers to its owner.
-struct ExpiredExport: Sendable {
-    let at: Date
-    let owner: String?
-    /// Expired early: its file was evicted to make room for a new export.
-    var evicted = false
-}
-
-extension ExportManager.State {
-    /// Takes an export off its run's members.
-    mutating func removeMember(_ job: ExportJob) {
-        self.members[job.run.id]?.remove(job.id)
-    }
-
-    /// Puts a new object for a run in place of the old one (a new attempt):
-    /// the run's exports here follow the new one from now on.
-    mutating func replace(_ old: ExportRun, with new: ExportRun) {
-        guard self.runs[old.id] === old else { return }
-        self.runs[new.id] = new
-        for id in self.members[old.id] ?? [] {
-            guard let job = self.jobs[id], job.run === old else { continue }
-            self.jobs[id] = ExportJob(id: job.id, run: new, owner: job.owner, createdAt: job.createdAt, cancelledAt: job.cancelledAt)
-        }
-    }
-
-    /// Takes an ended or expiring export off its run; when it was the run's
-    /// last, the run is forgotten (unless `keepingRun`, as the fresh answer
-    /// to its request). Returns the files no run holds any more.
-    mutating func leave(_ job: ExportJob, keepingRun: Bool = false, cache: EvictingCacheBudget) -> [String] {
-        let run = job.run
-        self.jobs[job.id] = nil
-        self.members[run.id]?.remove(job.id)
-        guard self.members[run.id]?.isEmpty ?? true else { return [] }
-        self.members[run.id] = nil
-        return keepingRun ? [] : self.forget(run, cache: cache)
-    }
-
-    /// Drops a run that no export needs, and its holds in the cache;
-    /// returns the files no run holds any more.
-    mutating func forget(_ run: ExportRun, cache: EvictingCacheBudget) -> [String] {
-        guard self.runs[run.id] === run else { return [] }
-        self.runs[run.id] = nil
-        self.members[run.id] = nil
-        self.following[run.id] = nil
-        return cache.drop(run.id)
     }
 }
