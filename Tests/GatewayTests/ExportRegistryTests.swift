@@ -116,7 +116,7 @@ struct ExportRegistryTests {
         _ = registry.reserveSlot(workers: 4)
         let first = registry.claimed(runID, attempt: 1, request: Self.request)
         #expect(first.run === queued)
-        #expect(first.replaced == nil)
+        #expect(first.replaced?.run == nil)
         #expect(registry.claim(of: runID)?.attempt == 1)
         #expect(registry.mirrorsUnderWay.isEmpty, "claimed here: not a mirror")
 
@@ -124,7 +124,7 @@ struct ExportRegistryTests {
         // attempt, the exports follow it, the old one is to be interrupted.
         let second = registry.claimed(runID, attempt: 2, request: Self.request)
         #expect(second.run !== queued)
-        #expect(second.replaced === queued)
+        #expect(second.replaced?.run === queued)
         #expect(registry.job(job.id)?.run === second.run)
         #expect(registry.claim(of: runID)?.attempt == 2)
 
@@ -145,18 +145,18 @@ struct ExportRegistryTests {
         #expect(registry.following(followedID)?.attempt == 1)
         #expect(registry.followedPartials.map(\.path) == ["/cache/partial/x"])
         let taken = registry.claimed(followedID, attempt: 2, request: Self.request)
-        #expect(taken.replaced === followed)
+        #expect(taken.replaced?.run === followed)
         #expect(registry.following(followedID) == nil)
 
         let interruptedID = UUID()
         let interrupted = Self.adopt(&registry, run: interruptedID).run
         _ = interrupted.interrupt()
         let result18 = registry.claimed(interruptedID, attempt: 1, request: Self.request)
-        #expect(result18.replaced === interrupted)
+        #expect(result18.replaced?.run === interrupted)
 
         let unknown = UUID()
         let new = registry.claimed(unknown, attempt: 1, request: Self.request)
-        #expect(new.replaced == nil)
+        #expect(new.replaced?.run == nil)
         #expect(registry.run(unknown) === new.run)
     }
 

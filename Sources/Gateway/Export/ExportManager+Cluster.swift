@@ -72,14 +72,11 @@ extension ExportManager {
             return
         }
         let now = Date()
-        let (run, old) = self.registry.withLock { registry in
+        let (run, retired) = self.registry.withLock { registry in
             if !registry.knowsRun(row.id) { self.cache.touch(row.id, at: now) }
             return registry.claimed(row.id, attempt: row.attempt, request: request)
         }
-        if let old {
-            let (_, cancellers) = old.interrupt(reason: "the gateway running this export stopped; it runs again")
-            self.cancelQueries(cancellers)
-        }
+        if case let (old, reason)? = retired { self.abort(old, reason) }
         self.logger.info("export claimed", metadata: [LogKey.runID: "\(row.id.uuidString.lowercased())", "gateway.export.attempt": "\(row.attempt)"])
         self.dispatch(run, attempt: row.attempt, partialName: row.partialName)
     }
@@ -127,85 +124,91 @@ extension ExportManager {
         for row in rows { self.reconcile(row) }
     }
 
-    /// Brings the run object kept here for `row` to the row's state.
+    /// Brings the run object kept here for `row` to the row's state: what
+    /// `MirrorState` says to do, done (on the object a worker here runs, if
+    /// it is claimed here).
     func reconcile(_ row: ExportJournal.RunRow) {
-        if let claim = self.registry.withLock({ $0.claim(of: row.id) }) {
-            // Running here: only a cancel, or the loss of the claim, matters.
-            if row.instance == self.instanceID, row.attempt == claim.attempt, row.state == .running || row.state == .completed || row.state == .failed { return }
-            if row.state == .cancelled {
-                self.cancel(claim.run)
-            } else {
-                let (_, cancellers) = claim.run.interrupt(reason: "another gateway runs this export now")
-                self.cancelQueries(cancellers)
-            }
-            return
-        }
-        guard let run = self.registry.withLock({ $0.run(row.id) }) else { return }
-        self.mirror(run, row)
+        let (known, run) = self.registry.withLock { ($0.mirrorState(of: row.id), $0.current(row.id)) }
+        var mirror = known
+        let actions = mirror.handle(.row(self.mirrorRow(row)))
+        guard let run else { return }
+        self.perform(actions, on: run, row: row)
     }
 
-    private func mirror(_ current: ExportRun, _ row: ExportJournal.RunRow) {
-        let followed = self.registry.withLock { $0.following(row.id) }
-        let begun = followed != nil || current.status != .queued || current.isInterrupted
+    /// What `MirrorState` needs of a row.
+    private func mirrorRow(_ row: ExportJournal.RunRow) -> MirrorState.Row {
+        let here = row.instance == self.instanceID
         switch row.state {
         case .queued:
-            if begun { _ = self.replaceRun(current) }
+            return .queued
         case .running:
-            if row.leaseExpired {
-                // Its gateway stopped renewing: the readers of that attempt
-                // abort; another gateway claims it soon.
-                if begun { _ = self.replaceRun(current) }
-                return
-            }
-            if let followed, followed.attempt == row.attempt {
-                current.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
-                return
-            }
-            // Claimed by this gateway, and its worker not started yet (an
-            // admission here): the object is the one it will run, not a mirror.
-            if row.instance == self.instanceID { return }
-            guard let relative = row.partialPath, let path = self.store.sharedPartialPath(relative) else { return }
-            let run = begun ? self.replaceRun(current) : current
-            guard run.markRunning(at: row.startedAt ?? Date()) else { return }
-            run.csv.begin(path: path)
-            run.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
-            self.registry.withLock { $0.follow(run, attempt: row.attempt, path: path) }
+            let path = row.partialPath.flatMap { self.store.sharedPartialPath($0) }
+            return .running(attempt: row.attempt, here: here, leaseExpired: row.leaseExpired, partialPath: path)
         case .completed:
-            guard current.status != .completed, let sha = row.sha256, let size = row.sizeBytes else { return }
-            // Readers of another attempt's partial file may have other bytes:
-            // they abort. A run object that ended here as cancelled or
-            // failed while the run completed (restored from a journal whose
-            // only rows of it were cancelled exports: the export that kept
-            // it going had been deleted) cannot complete: a new one takes
-            // its place, or an export joining the completed run read
-            // `cancelled` (seen in a chaos run after a restart).
-            let ended = current.status == .cancelled || current.status == .failed
-            let run = (followed.map { $0.attempt != row.attempt } ?? false) || current.isInterrupted || ended ? self.replaceRun(current) : current
-            if run.status == .queued { _ = run.markRunning(at: row.startedAt ?? Date()) }
-            let file = PublishedFile(path: self.store.objectPath(sha256: sha, suffix: ".csv"), size: size, sha256: sha)
-            let kept = self.registry.withLock { registry in
-                guard registry.mirrorCompleted(run) else { return false }
-                self.cache.hold(file, for: row.id)
-                return true
+            let file = row.sha256.flatMap { sha in
+                row.sizeBytes.map { PublishedFile(path: self.store.objectPath(sha256: sha, suffix: ".csv"), size: $0, sha256: sha) }
             }
-            if kept { _ = run.complete(file, rows: row.rowsWritten, at: row.completedAt ?? Date()) }
+            return .completed(attempt: row.attempt, here: here, file: file)
         case .failed:
-            self.registry.withLock { $0.stopFollowing(row.id) }
-            current.fail(CacheError.failed(row.error ?? "the export failed"))
+            return .failed(attempt: row.attempt, here: here, message: row.error ?? "the export failed")
         case .cancelled:
-            self.registry.withLock { $0.stopFollowing(row.id) }
-            self.cancel(current)
+            return .cancelled
         }
     }
 
-    /// A new object for a run in place of `old`, whose readers abort.
-    private func replaceRun(_ old: ExportRun) -> ExportRun {
+    /// Does what `MirrorState` asked, in order, to `current` and the objects
+    /// that replace it; the row gives the progress and the times.
+    private func perform(_ actions: [MirrorState.Action], on current: ExportRun, row: ExportJournal.RunRow) {
+        var run = current
+        for action in actions {
+            switch action {
+            case .replace(let reason):
+                run = self.replaceRun(run, reason)
+            case .recordProgress:
+                run.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
+            case .follow(let attempt, let path):
+                guard run.markRunning(at: row.startedAt ?? Date()) else { return }
+                run.csv.begin(path: path)
+                run.recordRemoteProgress(rows: row.rowsWritten, bytes: row.bytesWritten, totalRows: row.totalRows)
+                self.registry.withLock { $0.follow(run, attempt: attempt, path: path) }
+            case .complete(let file):
+                if run.status == .queued { _ = run.markRunning(at: row.startedAt ?? Date()) }
+                let kept = self.registry.withLock { registry in
+                    guard registry.mirrorCompleted(run) else { return false }
+                    self.cache.hold(file, for: row.id)
+                    return true
+                }
+                if kept { _ = run.complete(file, rows: row.rowsWritten, at: row.completedAt ?? Date()) }
+            case .stopFollowing:
+                self.registry.withLock { $0.stopFollowing(row.id) }
+            case .fail(let message):
+                run.fail(CacheError.failed(message))
+            case .cancel, .cancelClaimed:
+                self.cancel(run)
+            case .interrupt(let reason), .interruptClaimed(let reason):
+                self.abort(run, reason)
+            case .keepNew, .runClaimed:
+                // Claims are `startClaimed`'s; a row never asks for one.
+                break
+            }
+        }
+    }
+
+    /// A new object for a run in place of `old`, whose readers abort; the
+    /// object kept now if another already took `old`'s place.
+    private func replaceRun(_ old: ExportRun, _ reason: MirrorState.AbortReason) -> ExportRun {
         let new = ExportRun(id: old.id, request: old.request)
         let replaced = self.registry.withLock { $0.replacing(old, with: new) }
         if let replaced { return replaced }
-        let (_, cancellers) = old.interrupt(reason: "the gateway running this export stopped; it runs again")
-        self.cancelQueries(cancellers)
+        self.abort(old, reason)
         return new
+    }
+
+    /// Stops an object for good here (replaced, or its claim lost, or a
+    /// shutdown): its live readers abort with the reason, its queries are cancelled.
+    private func abort(_ run: ExportRun, _ reason: MirrorState.AbortReason) {
+        let (_, cancellers) = run.interrupt(reason: reason.message)
+        self.cancelQueries(cancellers)
     }
 
     /// Lets the live readers of mirrors here see what the other gateways

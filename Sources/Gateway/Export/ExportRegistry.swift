@@ -244,27 +244,30 @@ struct ExportRegistry {
     var claimed: [(id: UUID, claim: Claimed)] { self.claims.map { ($0.key, $0.value) } }
 
     /// This gateway claimed run `id` at `attempt`, on the slot reserved for
-    /// it: it runs on the object kept here if that has not begun, else on
-    /// a new one. Returns the object to run, and the one it replaced, whose
-    /// readers (of an attempt that stopped) must abort.
-    mutating func claimed(_ id: UUID, attempt: Int, request: ExportRequest) -> (run: ExportRun, replaced: ExportRun?) {
+    /// it: `MirrorState` says whether it runs on the object kept here (one
+    /// that has not begun) or on a new one. Returns the object to run, and
+    /// the one it replaced, whose readers (of an attempt that stopped) must
+    /// abort, with the reason.
+    mutating func claimed(_ id: UUID, attempt: Int, request: ExportRequest) -> (run: ExportRun, replaced: (run: ExportRun, reason: MirrorState.AbortReason)?) {
         self.reservedSlots = max(0, self.reservedSlots - 1)
+        var mirror = self.mirrorState(of: id)
         let existing = self.runs[id]
-        let run: ExportRun
-        var replaced: ExportRun?
-        if let existing, existing.status == .queued, !existing.isInterrupted, self.following[id] == nil, self.claims[id] == nil {
-            run = existing
-        } else {
-            run = ExportRun(id: id, request: request)
-            if let existing {
-                self.replace(existing, with: run)
-                replaced = existing
-            } else {
-                self.runs[id] = run
+        var run = existing ?? ExportRun(id: id, request: request)
+        var replaced: (run: ExportRun, reason: MirrorState.AbortReason)?
+        for action in mirror.handle(.claimedHere(attempt: attempt)) {
+            switch action {
+            case .keepNew, .replace:
+                let new = ExportRun(id: id, request: request)
+                self.put(new, replacing: existing)
+                if case .replace(let reason) = action, let existing { replaced = (existing, reason) }
+                run = new
+            case .runClaimed(let attempt):
+                self.following[id] = nil
+                self.claims[id] = Claimed(attempt: attempt, run: run)
+            case .recordProgress, .follow, .complete, .stopFollowing, .fail, .cancel, .interrupt, .cancelClaimed, .interruptClaimed:
+                break
             }
         }
-        self.following[id] = nil
-        self.claims[id] = Claimed(attempt: attempt, run: run)
         return (run, replaced)
     }
 
@@ -278,6 +281,16 @@ struct ExportRegistry {
     }
 
     // MARK: Mirrors
+
+    /// What this gateway knows of a run, for `MirrorState`.
+    func mirrorState(of id: UUID) -> MirrorState {
+        let run = self.runs[id]
+        return MirrorState(status: run?.status, interrupted: run?.isInterrupted ?? false, following: self.following[id]?.attempt, claimed: self.claims[id]?.attempt)
+    }
+
+    /// The object a row's actions apply to: the one a worker here runs if
+    /// the run is claimed here, else the one kept.
+    func current(_ id: UUID) -> ExportRun? { self.claims[id]?.run ?? self.runs[id] }
 
     func following(_ id: UUID) -> Following? { self.following[id] }
 
@@ -307,9 +320,19 @@ struct ExportRegistry {
     /// one kept: then the kept one is returned instead, and nothing changes.
     mutating func replacing(_ old: ExportRun, with new: ExportRun) -> ExportRun? {
         guard self.runs[old.id] === old else { return self.runs[old.id] }
-        self.replace(old, with: new)
-        self.following[old.id] = nil
+        self.put(new, replacing: old)
         return nil
+    }
+
+    /// `new` as the run's object in place of `old` (the run's exports here
+    /// follow it from now on), or as its first; nothing followed for it.
+    private mutating func put(_ new: ExportRun, replacing old: ExportRun?) {
+        if let old {
+            self.replace(old, with: new)
+        } else {
+            self.runs[new.id] = new
+        }
+        self.following[new.id] = nil
     }
 
     /// A mirror's run completed elsewhere: it stops following, if `run` is
