@@ -261,16 +261,16 @@ extension ExportManager {
 
     /// A notification from the database (`ClusterListener`).
     func noticed(_ notification: PostgresConnection.Notification) {
-        switch notification.channel {
-        case "gateway_queue":
+        switch ClusterChannel(rawValue: notification.channel) {
+        case .queue:
             self.signals.wakeClaims()
-        case "gateway_runs":
+        case .runs:
             guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.runs[id] != nil }) else { return }
             self.signals.refreshSoon([id])
-        case "gateway_exports":
+        case .exports:
             guard let id = UUID(uuidString: notification.payload), self.state.withLock({ $0.jobs[id] != nil }) else { return }
             self.signals.recheckSoon([id])
-        default:
+        case nil:
             break
         }
     }
