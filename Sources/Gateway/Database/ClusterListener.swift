@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Listens for the database's notifications (`gateway_queue`,
-/// `gateway_runs`, `gateway_exports`: see `ExportJournal+Runs.swift`) on a
+/// Listens for the database's notifications (every `ClusterChannel`: see
+/// `ClusterChannel.swift` and `ExportJournal+Runs.swift`) on a
 /// connection and a thread of its own (the wait blocks), and hands each to
 /// the manager. A lost connection is made again a second later; since
 /// notifications sent meanwhile are lost, `reconnected` is called then, and
@@ -38,7 +38,7 @@ final class ClusterListener: Sendable {
             do {
                 let db = try PostgresConnection(self.settings)
                 defer { db.close() }
-                try db.execute("LISTEN gateway_queue; LISTEN gateway_runs; LISTEN gateway_exports")
+                try db.execute(ClusterChannel.allCases.map { "LISTEN \($0.rawValue)" }.joined(separator: "; "))
                 // What was sent before this LISTEN (at start, or while away) was missed.
                 reconnected()
                 while !self.isStopped {

@@ -29,16 +29,16 @@ extension ExportJournal {
             conditions.append("(e.created_at, e.id) < ('epoch'::timestamptz + $\(micros)::bigint * interval '1 microsecond', $\(micros + 1)::uuid)")
         }
         parameters.append(String(limit))
-        let rows = try self.run("list") { db in
-            try db.execute(
+        let rows = try self.withRetryOnce("list") { db in
+            try db.rows(
                 """
-                SELECT e.id, (extract(epoch FROM e.created_at) * 1000000)::bigint FROM gateway.exports e
+                SELECT e.id, (extract(epoch FROM e.created_at) * 1000000)::bigint AS created_micros FROM gateway.exports e
                 WHERE \(conditions.joined(separator: " AND "))
                 ORDER BY e.created_at DESC, e.id DESC LIMIT $\(parameters.count)::int
                 """, parameters: parameters)
         }
         return rows.compactMap { row in
-            guard row.count == 2, let id = row[0].flatMap(UUID.init(uuidString:)), let micros = row[1].flatMap({ Int64($0) }) else { return nil }
+            guard let id = row.uuid("id"), let micros = row.int64("created_micros") else { return nil }
             return Listed(id: id, createdMicros: micros)
         }
     }

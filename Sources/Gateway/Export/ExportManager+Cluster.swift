@@ -229,16 +229,16 @@ extension ExportManager {
 
     /// A notification from the database (`ClusterListener`).
     func noticed(_ notification: PostgresConnection.Notification) {
-        switch notification.channel {
-        case "gateway_queue":
+        switch ClusterChannel(rawValue: notification.channel) {
+        case .queue:
             self.signals.wakeClaims()
-        case "gateway_runs":
+        case .runs:
             guard let id = UUID(uuidString: notification.payload), self.registry.withLock({ $0.knowsRun(id) }) else { return }
             self.signals.refreshSoon([id])
-        case "gateway_exports":
+        case .exports:
             guard let id = UUID(uuidString: notification.payload), self.registry.withLock({ $0.knowsJob(id) }) else { return }
             self.signals.recheckSoon([id])
-        default:
+        case nil:
             break
         }
     }

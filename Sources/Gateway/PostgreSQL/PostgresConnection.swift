@@ -115,6 +115,11 @@ final class PostgresConnection {
     /// of the last result as text, NULL as nil.
     @discardableResult
     func execute(_ sql: String) throws -> [[String?]] {
+        try self.query(sql).rows
+    }
+
+    /// `execute(_:)`, with the names of the result's columns.
+    func query(_ sql: String) throws -> QueryResult {
         let conn = try self.handle()
         guard PQsendQuery(conn, sql) == 1 else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         return try self.results(conn)
@@ -123,6 +128,11 @@ final class PostgresConnection {
     /// Runs one statement with text parameters bound by libpq (`$1`, `$2`, …).
     @discardableResult
     func execute(_ sql: String, parameters: [String?]) throws -> [[String?]] {
+        try self.query(sql, parameters: parameters).rows
+    }
+
+    /// `execute(_:parameters:)`, with the names of the result's columns.
+    func query(_ sql: String, parameters: [String?]) throws -> QueryResult {
         let conn = try self.handle()
         var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.map { strdup($0) } ?? nil }
         defer { cStrings.forEach { free($0) } }
@@ -143,9 +153,9 @@ final class PostgresConnection {
     /// keepalives do not catch while the kernel still acknowledges) cannot
     /// hold the caller longer than that; the server's own statement_timeout
     /// never fires for a server that does not run.
-    private func results(_ conn: OpaquePointer) throws -> [[String?]] {
+    private func results(_ conn: OpaquePointer) throws -> QueryResult {
         let deadline = self.clientTimeout.map { ContinuousClock.now + $0 }
-        var rows: [[String?]] = []
+        var rows = QueryResult(columns: [], rows: [])
         var failure: PostgresError?
         while true {
             while PQisBusy(conn) == 1 {
@@ -173,6 +183,13 @@ final class PostgresConnection {
         }
         if let failure { throw failure }
         return rows
+    }
+
+    /// The rows of a statement's result as text (NULL as nil), and the
+    /// names of its columns in order.
+    struct QueryResult: Sendable {
+        let columns: [String]
+        let rows: [[String?]]
     }
 
     /// One `NOTIFY` received on a connection that ran `LISTEN`.
@@ -304,18 +321,19 @@ final class PostgresConnection {
         while let result = PQgetResult(conn) { PQclear(result) }
     }
 
-    private func rows(of result: OpaquePointer) throws -> [[String?]] {
+    private func rows(of result: OpaquePointer) throws -> QueryResult {
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
-            return []
+            return QueryResult(columns: [], rows: [])
         case PGRES_TUPLES_OK:
             let rowCount = PQntuples(result)
             let columnCount = PQnfields(result)
-            return (0..<rowCount).map { row in
+            let columns = (0..<columnCount).map { column in PQfname(result, column).map { String(cString: $0) } ?? "" }
+            return QueryResult(columns: columns, rows: (0..<rowCount).map { row in
                 (0..<columnCount).map { column in
                     PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
                 }
-            }
+            })
         default:
             throw Self.error(of: result)
         }
