@@ -301,7 +301,7 @@ extension ExportJournal {
 extension ExportJournal.Record {
     /// Decodes a row of `ExportJournal.selectExports` by its column names;
     /// nil when a column every export has is missing.
-    init?(row: JournalRow) {
+    init?(row: ResultRow) {
         guard let id = row.uuid("id"), let runID = row.uuid("run_id"), let query = row.text("query"),
             let createdAt = row.date("created_at"), let status = row.text("status").flatMap(ExportLifecycle.Status.init(rawValue:))
         else { return nil }

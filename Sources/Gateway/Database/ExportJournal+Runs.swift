@@ -293,7 +293,7 @@ extension ExportJournal {
 extension ExportJournal.RunRow {
     /// Decodes a row of `ExportJournal.runColumns` by its column names; nil
     /// when a column every run has is missing.
-    init?(row: JournalRow) {
+    init?(row: ResultRow) {
         guard let id = row.uuid("id"), let key = row.text("request_key"), let query = row.text("query"),
             let state = row.text("state").flatMap(ExportLifecycle.Status.init(rawValue:))
         else { return nil }

@@ -19,7 +19,7 @@ import Synchronization
 ///   publish, fail, release, requeue, all fenced by the claim);
 /// - `ExportJournal+Objects.swift`: the files of `objects/` and the rows
 ///   that refer to them (advisory locks on their hashes);
-/// - `ClusterChannel.swift`: the `NOTIFY` channels; `JournalRow.swift`:
+/// - `ClusterChannel.swift`: the `NOTIFY` channels; `ResultRow.swift`:
 ///   rows read by column name.
 ///
 /// What is written when: a row when an export is admitted (before the 202),

@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// The manager as one gateway of several on one database (see
-/// `ExportJournal+Runs.swift` for the shared queue; `ClusterCoordinator`
+/// `ExportJournal+Runs.swift` for the shared queue and `MirrorState` for how a run is followed; `ClusterCoordinator`
 /// runs the loops that call in here):
 ///
 /// - **Claims.** While a worker thread is free, the oldest queued run (or a

@@ -5,24 +5,23 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// The front of the exports and the registry of what this gateway knows of
-/// them: admits them (through the shared queue in PostgreSQL,
-/// `ExportJournal+Runs.swift`, which coalesces identical requests across
+/// The front of the exports for HTTP: admits them (`+Admission`, through
+/// the shared queue in PostgreSQL, which coalesces identical requests across
 /// every gateway on the database), looks them up (in memory, else in the
-/// database: any gateway answers for any export), cancels and deletes them,
-/// and runs what this gateway claims. Its lock guards the registry (exports,
-/// runs, claims, mirrors) and the cache's ledger, and is never held across
-/// I/O.
+/// database: any gateway answers for any export), lists them (`+List`),
+/// cancels and deletes them, and hands out their files. Its one lock
+/// guards `ExportRegistry` (what this gateway knows of exports and runs: a
+/// value type whose methods return what to do), never held across I/O; what
+/// comes back is done after the lock is let go.
 ///
-/// The rest are services of their own, each with its own lock if any:
-/// `ClusterCoordinator` (the claim, lease and follow loops and the
-/// listener; what they do to the registry is in `+Cluster`), `Janitor`
-/// (its round; the registry's part in `+Janitor`), `GzipService` (the gzip
-/// forms). In files of their own: the cache's ledger, eviction and
-/// publishing (`+Cache`) and the restore after a restart (`+Restore`).
-///
-/// Runs go to `ExportWorkers` (threads of their own, started in `run()`),
-/// and write through `ProducerStorage` (room in the cache, the publish).
+/// Its parts, each owning its own state (see docs/ARCHITECTURE.md):
+/// `EvictingCacheBudget` (the cache's bytes, LRU, eviction; `+Cache` makes
+/// room and publishes), `ExportWorkers` (threads, connections, a run's end
+/// with the queue), `ProducerStorage` (where a runner's or a gzip
+/// producer's bytes go), `GzipService` (the gzip forms), `MirrorState` (how
+/// another gateway's run is followed; `+Cluster` does what it says, for
+/// `ClusterCoordinator`'s loops), `Janitor` (its round; the registry's part
+/// in `+Janitor`) and the restore after a restart (`+Restore`).
 ///
 /// Acknowledgements are durable: an export exists for a client (202), is
 /// cancelled (200) or deleted (204) only once the journal holds it; when the

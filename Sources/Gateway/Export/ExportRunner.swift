@@ -81,14 +81,14 @@ struct ExportRunner: Sendable {
             let snapshotCall = self.parallelism > 1 ? "pg_export_snapshot()" : "NULL"
             let (db, canceller, first) = try self.begin(
                 run,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT \(snapshotCall), (SELECT min(id) FROM users), (SELECT max(id) FROM users)",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT \(snapshotCall) AS snapshot, (SELECT min(id) FROM users) AS min_id, (SELECT max(id) FROM users) AS max_id",
                 stop: { run.shouldStop }
             )
             leader = db
-            let row = first.first ?? []
-            let snapshot = row.count > 0 ? row[0] : nil
-            let minID = row.count > 1 ? row[1].flatMap { Int64($0) } : nil
-            let maxID = row.count > 2 ? row[2].flatMap { Int64($0) } : nil
+            let row = ResultRow.rows(of: first).first
+            let snapshot = row?.text("snapshot")
+            let minID = row?.int64("min_id")
+            let maxID = row?.int64("max_id")
 
             let fileWriter = try self.store.createWriter(suffix: ".csv", name: storage.partialName)
             writer = fileWriter
@@ -227,7 +227,7 @@ struct ExportRunner: Sendable {
     /// the run (and returned, to take it back before the connection is kept
     /// for another export), and `sql` run on it. Attached first, so a cancel
     /// reaches a statement that waits (on a lock, say).
-    private func begin(_ run: ExportRun, _ sql: String, stop: @escaping () -> Bool) throws -> (PostgresConnection, PostgresCanceller?, [[String?]]) {
+    private func begin(_ run: ExportRun, _ sql: String, stop: @escaping () -> Bool) throws -> (PostgresConnection, PostgresCanceller?, PostgresConnection.QueryResult) {
         let db = try self.connections.connect()
         let canceller = db.makeCanceller()
         guard run.attach(canceller) else {
@@ -236,7 +236,7 @@ struct ExportRunner: Sendable {
         }
         do {
             db.abandonWhen = stop
-            return (db, canceller, try db.execute(sql))
+            return (db, canceller, try db.query(sql))
         } catch {
             db.close()
             throw error

@@ -1,12 +1,12 @@
 import Foundation
 
-/// One row of a journal query, read by column name rather than position, so
+/// One row of a query's result, read by column name rather than position, so
 /// a struct's fields are decoded from the columns that name them and a
 /// column added to or moved in a SELECT cannot shift the others. Values
 /// are PostgreSQL's text forms; every accessor is nil for NULL (or text
 /// that is not of its type). Asking for a column the query does not have is
 /// a programming error (an assertion in debug builds, nil otherwise).
-struct JournalRow {
+struct ResultRow {
     private let names: [String: Int]
     private let values: [String?]
 
@@ -16,11 +16,11 @@ struct JournalRow {
     }
 
     /// Every row of `result`, each with its result's column names.
-    static func rows(of result: PostgresConnection.QueryResult) -> [JournalRow] {
+    static func rows(of result: PostgresConnection.QueryResult) -> [ResultRow] {
         var columns: [String: Int] = [:]
         // The first of a repeated name, as SQL's own resolution would not allow it anyway.
         for (index, name) in result.columns.enumerated() where columns[name] == nil { columns[name] = index }
-        return result.rows.map { JournalRow(columns: columns, values: $0) }
+        return result.rows.map { ResultRow(columns: columns, values: $0) }
     }
 
     func text(_ column: String) -> String? {
@@ -48,12 +48,12 @@ struct JournalRow {
 
 extension PostgresConnection {
     /// The rows of one statement (or the last of several), by column name.
-    func rows(_ sql: String) throws -> [JournalRow] {
-        JournalRow.rows(of: try self.query(sql))
+    func rows(_ sql: String) throws -> [ResultRow] {
+        ResultRow.rows(of: try self.query(sql))
     }
 
     /// The rows of one statement with bound parameters, by column name.
-    func rows(_ sql: String, parameters: [String?]) throws -> [JournalRow] {
-        JournalRow.rows(of: try self.query(sql, parameters: parameters))
+    func rows(_ sql: String, parameters: [String?]) throws -> [ResultRow] {
+        ResultRow.rows(of: try self.query(sql, parameters: parameters))
     }
 }
