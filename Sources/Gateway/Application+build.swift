@@ -11,7 +11,7 @@ import NIOPosix
 func prepareStorage(_ configuration: Configuration, pools: BlockingPools, logger: Logger) async throws -> ContentStore {
     let store = ContentStore(root: configuration.cache.directory, instance: configuration.cluster.instanceID)
     let removed = try await pools.files.runIfActive { try store.prepare() }
-    if removed > 0 { logger.notice("removed partial files left by an earlier run", metadata: ["gateway.cache.removed": "\(removed)"]) }
+    if removed > 0 { logger.notice("removed partial files left by an earlier run", metadata: [LogKey.cacheRemoved: "\(removed)"]) }
     if configuration.database.seed {
         let seeder = Seeder(database: configuration.database.settings, rows: configuration.database.seedRows, logger: logger)
         _ = try await pools.database.runIfActive { try seeder.seedIfEmpty() }
@@ -91,12 +91,12 @@ func buildApplication(
         throw error
     }
     if access.tokens.isEmpty {
-        logger.warning("no API tokens: anyone who can reach the server may export and download everything", metadata: ["gateway.access": "\(access.mode)"])
+        logger.warning("no API tokens: anyone who can reach the server may export and download everything", metadata: [LogKey.access: "\(access.mode)"])
     } else {
-        logger.info("API tokens required", metadata: ["gateway.access.tokens": "\(access.tokens.tokens.count)"])
+        logger.info("API tokens required", metadata: [LogKey.accessTokens: "\(access.tokens.tokens.count)"])
     }
     let limit = try await pools.files.runIfActive { cacheLimit(configuration, store: store) }
-    logger.info("cache bound", metadata: ["gateway.cache.max_bytes": "\(limit == 0 ? "none" : String(limit))"])
+    logger.info("cache bound", metadata: [LogKey.cacheMaxBytes: "\(limit == 0 ? "none" : String(limit))"])
     let journal = ExportJournal(settings: configuration.database.journalSettings, logger: logger)
     let manager = ExportManager(configuration: configuration, cacheMaxBytes: limit, store: store, journal: journal, pools: pools, logger: logger)
     // The exports of an earlier run of the gateway. If the journal cannot be

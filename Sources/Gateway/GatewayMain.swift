@@ -28,7 +28,7 @@ struct GatewayMain {
             try await Self.run(gateway, grace: .seconds(configuration.http.shutdownGraceSeconds), logger: logger)
             Self.end(0)
         } catch {
-            logger.critical("gateway stopped", metadata: ["error": "\(error)", "error.details": "\(errorDetails(error))"])
+            logger.critical("gateway stopped", metadata: ["error": "\(error)", "error.details": "\(ErrorText.details(error))"])
             Self.end(1)
         }
     }
@@ -70,11 +70,11 @@ struct GatewayMain {
                 var shuttingDown = false
                 for await signal in signals {
                     if shuttingDown {
-                        logger.warning("second signal: exiting now", metadata: ["gateway.signal": "\(signal)"])
+                        logger.warning("second signal: exiting now", metadata: [LogKey.signal: "\(signal)"])
                         _exit(128 + signal.rawValue)
                     }
                     shuttingDown = true
-                    logger.notice("shutting down", metadata: ["gateway.signal": "\(signal)", "gateway.shutdown.grace_seconds": "\(grace.components.seconds)"])
+                    logger.notice("shutting down", metadata: [LogKey.signal: "\(signal)", LogKey.shutdownGraceSeconds: "\(grace.components.seconds)"])
                     gateway.manager.beginShutdown()
                     await group.triggerGracefulShutdown()
                     // When the grace runs out, closes stop waiting for unsent bytes
@@ -96,14 +96,5 @@ struct GatewayMain {
             // stream ends when its task is cancelled).
             tasks.cancelAll()
         }
-    }
-}
-
-/// What an error can say for the log beyond its client-safe description.
-func errorDetails(_ error: any Error) -> String {
-    switch error {
-    case let error as PostgresError: error.details
-    case let error as ExportJournal.Unavailable: error.details
-    default: "\(error)"
     }
 }

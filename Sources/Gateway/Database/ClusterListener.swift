@@ -46,7 +46,7 @@ final class ClusterListener: Sendable {
                 }
             } catch {
                 if self.isStopped { return }
-                self.logger.notice("the cluster listener lost its database connection; reconnecting", metadata: ["error": "\(errorDetails(error))"])
+                self.logger.notice("the cluster listener lost its database connection; reconnecting", metadata: ["error": "\(ErrorText.details(error))"])
                 Thread.sleep(forTimeInterval: 1)
             }
         }

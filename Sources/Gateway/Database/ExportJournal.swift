@@ -77,7 +77,7 @@ final class ExportJournal: Sendable {
             } catch {
                 // Perhaps a connection that a database restart broke: drop it, try a fresh one.
                 pooled.connection.close()
-                self.logger.notice("export journal \(what) failed; retrying on a new connection", metadata: ["error": "\(errorDetails(error))"])
+                self.logger.notice("export journal \(what) failed; retrying on a new connection", metadata: ["error": "\(ErrorText.details(error))"])
             }
         }
         do {
@@ -92,8 +92,8 @@ final class ExportJournal: Sendable {
             }
         } catch {
             Telemetry.journalWriteFailures.increment()
-            self.logger.warning("export journal \(what) failed", metadata: ["error": "\(errorDetails(error))"])
-            throw Unavailable(details: errorDetails(error))
+            self.logger.warning("export journal \(what) failed", metadata: ["error": "\(ErrorText.details(error))"])
+            throw Unavailable(details: ErrorText.details(error))
         }
     }
 

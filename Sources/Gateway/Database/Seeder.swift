@@ -40,7 +40,7 @@ struct Seeder {
             }
             try db.execute("SET LOCAL lock_timeout = 0")
         }
-        self.logger.info("seeding users", metadata: ["gateway.seed.rows": "\(self.rows)"])
+        self.logger.info("seeding users", metadata: [LogKey.seedRows: "\(self.rows)"])
         let clock = ContinuousClock()
         let start = clock.now
         if !exists { try db.execute(UsersTable.createTable) }
@@ -59,7 +59,7 @@ struct Seeder {
         try db.execute("COMMIT")
         // Fresh statistics, so the planner's row estimates in status are close.
         try db.execute("ANALYZE users")
-        self.logger.info("seeded users", metadata: ["gateway.seed.rows": "\(self.rows)", "gateway.seed.seconds": "\(clock.now - start)"])
+        self.logger.info("seeded users", metadata: [LogKey.seedRows: "\(self.rows)", LogKey.seedSeconds: "\(clock.now - start)"])
         return self.rows
     }
 }

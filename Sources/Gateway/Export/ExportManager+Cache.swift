@@ -100,7 +100,7 @@ extension ExportManager {
         self.remove(removals)
         if !removals.isEmpty {
             Telemetry.evictions.increment(by: Int64(removals.count))
-            self.logger.info("evicted cache files", metadata: ["gateway.cache.evicted": "\(removals.count)"])
+            self.logger.info("evicted cache files", metadata: [LogKey.cacheEvicted: "\(removals.count)"])
         }
         return fits
     }
@@ -190,7 +190,7 @@ extension ExportManager {
         do {
             _ = try self.journal.removeUnreferenced(sha256: sha) { self.store.removeObject(atPath: path) }
         } catch {
-            self.logger.notice("cache file kept: the database could not say whether an export refers to it", metadata: ["gateway.cache.file": "\(name)"])
+            self.logger.notice("cache file kept: the database could not say whether an export refers to it", metadata: [LogKey.cacheFile: "\(name)"])
         }
     }
 

@@ -77,7 +77,7 @@ extension ExportManager {
             return registry.claimed(row.id, attempt: row.attempt, request: request)
         }
         if case let (old, reason)? = retired { self.abort(old, reason) }
-        self.logger.info("export claimed", metadata: [LogKey.runID: "\(row.id.uuidString.lowercased())", "gateway.export.attempt": "\(row.attempt)"])
+        self.logger.info("export claimed", metadata: [LogKey.runID: "\(row.id.uuidString.lowercased())", LogKey.exportAttempt: "\(row.attempt)"])
         self.dispatch(run, attempt: row.attempt, partialName: row.partialName)
     }
 
@@ -102,7 +102,7 @@ extension ExportManager {
             return true
         } catch {
             guard ContinuousClock.now - lastRenewed > .seconds(self.cluster.leaseSeconds) else { return false }
-            self.logger.warning("leases not renewed for LEASE_SECONDS; stopping the exports running here", metadata: ["gateway.exports.stopped": "\(claimed.count)"])
+            self.logger.warning("leases not renewed for LEASE_SECONDS; stopping the exports running here", metadata: [LogKey.exportsStopped: "\(claimed.count)"])
             for (_, claim) in claimed {
                 let (_, cancellers) = claim.run.interrupt(reason: "the gateway lost its database; the export runs again")
                 self.cancelQueries(cancellers)

@@ -68,7 +68,7 @@ extension ExportManager {
             }
             self.remove(removals)
         }
-        self.logger.info(evicted ? "exports evicted to make room in the cache" : "exports expired", metadata: ["gateway.exports.expired": "\(jobs.count)"])
+        self.logger.info(evicted ? "exports evicted to make room in the cache" : "exports expired", metadata: [LogKey.exportsExpired: "\(jobs.count)"])
         return true
     }
 }

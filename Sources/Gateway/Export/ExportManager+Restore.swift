@@ -19,20 +19,20 @@ extension ExportManager {
                 // runs are not this one's to queue again.
                 let others = atStart ? try manager.journal.otherConnections(of: manager.instanceID) : 0
                 if others > 0 {
-                    manager.logger.error("another process is connected to the database as this INSTANCE_ID; ids must be unique among the gateways (its running exports are left to it)", metadata: ["gateway.instance": "\(manager.instanceID)", "gateway.connections": "\(others)"])
+                    manager.logger.error("another process is connected to the database as this INSTANCE_ID; ids must be unique among the gateways (its running exports are left to it)", metadata: [LogKey.instance: "\(manager.instanceID)", LogKey.connections: "\(others)"])
                     return records
                 }
                 // It runs nothing yet: what it ran before it stopped is queued again now, not after the lease.
                 let requeued = try manager.journal.requeueOwn(instance: manager.instanceID)
-                if requeued > 0 { manager.logger.notice("runs this gateway ran before it stopped are queued again", metadata: ["gateway.journal.requeued": "\(requeued)"]) }
+                if requeued > 0 { manager.logger.notice("runs this gateway ran before it stopped are queued again", metadata: [LogKey.journalRequeued: "\(requeued)"]) }
                 return records
             }
             let (restored, requeued) = try await self.onFilesPool { $0.restore(records) }
             self.registry.withLock { $0.markJournalLoaded() }
-            if restored > 0 { self.logger.notice("restored exports from the journal", metadata: ["gateway.journal.exports": "\(restored)", "gateway.journal.requeued": "\(requeued)"]) }
+            if restored > 0 { self.logger.notice("restored exports from the journal", metadata: [LogKey.journalExports: "\(restored)", LogKey.journalRequeued: "\(requeued)"]) }
             return true
         } catch {
-            self.logger.error("could not read the export journal; export requests get 503 until it is read", metadata: ["error": "\(errorDetails(error))"])
+            self.logger.error("could not read the export journal; export requests get 503 until it is read", metadata: ["error": "\(ErrorText.details(error))"])
             return false
         }
     }

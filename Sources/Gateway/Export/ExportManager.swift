@@ -153,7 +153,7 @@ final class ExportManager: Service, Sendable {
         try? await self.onDatabasePool { manager in
             for (id, claim) in claimed { try? manager.journal.release(id, attempt: claim.attempt, instance: manager.instanceID) }
         }
-        self.logger.notice("shutdown: running exports handed back to the queue", metadata: ["gateway.exports.released": "\(claimed.count)"])
+        self.logger.notice("shutdown: running exports handed back to the queue", metadata: [LogKey.exportsReleased: "\(claimed.count)"])
     }
 
     /// This gateway's INSTANCE_ID.
@@ -176,7 +176,7 @@ final class ExportManager: Service, Sendable {
             let (_, cancellers) = run.interrupt()
             self.cancelQueries(cancellers)
         }
-        if !active.isEmpty { self.logger.notice("shutdown: interrupted queued and running exports", metadata: ["gateway.exports.interrupted": "\(active.count)"]) }
+        if !active.isEmpty { self.logger.notice("shutdown: interrupted queued and running exports", metadata: [LogKey.exportsInterrupted: "\(active.count)"]) }
     }
 
     // MARK: Lookup, cancel, delete

@@ -215,12 +215,7 @@ final class ExportRun: Sendable {
 
     /// Running → failed (a no-op after a cancel or an interrupt); live readers are aborted.
     func fail(_ error: any Error) {
-        // Only our own errors have descriptions written for clients.
-        let message = switch error {
-        case let error as PostgresError: error.description
-        case let error as CacheError: error.description
-        default: "the export failed"
-        }
+        let message = ErrorText.forClient(error, otherwise: "the export failed")
         let applied = self.state.withLock { state in
             let applied = state.lifecycle.fail(message, at: Date())
             state.cancellers = []

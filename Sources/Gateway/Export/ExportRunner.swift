@@ -115,7 +115,7 @@ struct ExportRunner: Sendable {
                 try copier.flush()
                 header = false
                 rest = tail
-                logger.debug("head written", metadata: ["gateway.export.head_ms": "\((ContinuousClock.now - started).logMilliseconds)"])
+                logger.debug("head written", metadata: [LogKey.exportHeadMilliseconds: "\((ContinuousClock.now - started).logMilliseconds)"])
             }
             let plan = try db.execute(try query.explain(literal: db.literal))
             let estimate = ExportQuery.estimatedRows(fromPlanLine: (plan.first?.first ?? nil) ?? "")
@@ -143,7 +143,7 @@ struct ExportRunner: Sendable {
                     }
                 }
             }
-            logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)", "gateway.export.pieces": "\(ranges.map(\.description))"])
+            logger.debug("export started", metadata: [LogKey.backendPID: "\(db.backendPID)", LogKey.exportPieces: "\(ranges.map(\.description))"])
             try copier.copy(try query.copy(literal: db.literal, header: header, ids: ranges[0]), on: db)
             try copier.flush()
             // The later pieces, in order, each as soon as the one before is in.
@@ -163,7 +163,7 @@ struct ExportRunner: Sendable {
                         // waits for this export: a deadlock PostgreSQL cannot
                         // see). Nothing of it is in the file: this connection,
                         // which holds the lock and the snapshot, reads the range.
-                        logger.notice("a piece could not start; the export's own connection reads its range", metadata: ["error": "\(Self.details(of: error))", "gateway.export.range": "\(piece.ids)"])
+                        logger.notice("a piece could not start; the export's own connection reads its range", metadata: ["error": "\(ErrorText.details(error))", LogKey.exportRange: "\(piece.ids)"])
                         try copier.copy(try query.copy(literal: db.literal, header: false, ids: piece.ids), on: db)
                         try copier.flush()
                     }
@@ -191,7 +191,7 @@ struct ExportRunner: Sendable {
             guard run.complete(published, rows: total) else { return .publishedAfterCancel(published) }
             logger.info("export completed", metadata: [
                 LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
-                "gateway.export.pieces": "\(ranges.count)", "gateway.export.ms": "\((ContinuousClock.now - started).logMilliseconds)",
+                LogKey.exportPieces: "\(ranges.count)", LogKey.exportMilliseconds: "\((ContinuousClock.now - started).logMilliseconds)",
             ])
             return .completed(published)
         } catch {
@@ -217,7 +217,7 @@ struct ExportRunner: Sendable {
                 logger.info("export cancelled")
                 return .cancelled
             }
-            logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(Self.details(of: error))"])
+            logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(ErrorText.details(error))"])
             run.fail(error)
             return .failed
         }
@@ -349,12 +349,4 @@ struct ExportRunner: Sendable {
         return "'\(name)'"
     }
     private static let crlf: [UInt8] = [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
-
-    private static func details(of error: any Error) -> String {
-        switch error {
-        case let error as PostgresError: error.details
-        case let error as CacheError: error.details
-        default: "\(error)"
-        }
-    }
 }

@@ -65,7 +65,7 @@ final class Janitor: Service, Sendable {
             manager.store.otherPartialFolders().filter { !liveFolders.contains($0) }.reduce(0) { $0 + manager.store.removeStalePartials(in: $1, olderThan: age) }
         }
         if let removed, removed > 0 {
-            manager.logger.notice("removed partial files of gateways that stopped", metadata: ["gateway.cache.removed": "\(removed)"])
+            manager.logger.notice("removed partial files of gateways that stopped", metadata: [LogKey.cacheRemoved: "\(removed)"])
         }
     }
 }

@@ -247,7 +247,7 @@ private final class ConnectionGuard {
 
     private func cutStalledClient(lastDataSentMilliseconds: String = "unknown") {
         self.logger.debug("closing a connection whose client takes nothing", metadata: [
-            "gateway.http.pending_chunks": "\(self.pendingWrites)", "gateway.http.last_data_sent_ms": "\(lastDataSentMilliseconds)",
+            LogKey.httpPendingChunks: "\(self.pendingWrites)", LogKey.httpLastDataSentMilliseconds: "\(lastDataSentMilliseconds)",
         ])
         self.forceClose()
     }

@@ -104,13 +104,13 @@ struct RequestLogMiddleware: RouterMiddleware {
             self.metrics.ended(route: self.route, method: self.method, status: self.status, nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
             guard self.logger.logLevel <= .info else { return }
             var metadata: Logger.Metadata = [
-                "gateway.http.method": "\(self.method)",
-                "gateway.http.route": "\(self.route)",
-                "gateway.http.status": "\(self.status)",
-                "gateway.http.request_id": "\(self.requestID)",
-                "gateway.http.bytes": "\(bytes)",
-                "gateway.http.duration_ms": "\(elapsed.logMilliseconds)",
-                "gateway.http.outcome": "\(outcome)",
+                LogKey.httpMethod: "\(self.method)",
+                LogKey.httpRoute: "\(self.route)",
+                LogKey.httpStatus: "\(self.status)",
+                LogKey.httpRequestID: "\(self.requestID)",
+                LogKey.httpBytes: "\(bytes)",
+                LogKey.httpDurationMilliseconds: "\(elapsed.logMilliseconds)",
+                LogKey.httpOutcome: "\(outcome)",
             ]
             if let exportID = self.exportID { metadata[LogKey.exportID] = "\(exportID)" }
             self.logger.info("request", metadata: metadata)
