@@ -31,6 +31,13 @@ if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$tools" ]; then
 fi
 export TEST_PYTHON_TOOLS="$PWD/$venv/bin"
 
+# The house format (.swift-format), before anything is built: a file not in
+# it fails the run. `swift format -i -r Sources Tests Package.swift
+# loadtest/Sources` applies it.
+if [ $# -eq 0 ]; then
+    swift format lint --strict -r Sources Tests Package.swift loadtest/Sources
+fi
+
 swift build --build-tests
 # At most 6 tests at once. Swift Testing otherwise starts every test at once
 # (the runtime decides), so all of them start their servers, PostgreSQL
