@@ -3,7 +3,7 @@ import PackageDescription
 
 /// One set of settings for every Swift target, as Hummingbird does.
 let swiftSettings: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(

@@ -1,10 +1,11 @@
+import Crypto
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Crypto
-import Foundation
 
 /// Writes one partial file, which is then published under its SHA-256.
 ///

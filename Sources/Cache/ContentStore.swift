@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
 
 /// The cache directory: finished files named by their SHA-256 under `objects/`,
 /// files being written under `partial/<instance>/`.

@@ -1,9 +1,10 @@
+import NIOPosix
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOPosix
 
 /// Closes file descriptors on a thread pool. Closing the last descriptor of a
 /// file that was deleted while open frees its blocks in that very call, which

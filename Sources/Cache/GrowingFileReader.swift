@@ -1,10 +1,11 @@
+import NIOCore
+import NIOPosix
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOCore
-import NIOPosix
 
 /// Reads a byte range of a `GrowingFile`, following it while it grows.
 ///
@@ -32,7 +33,10 @@ public final class GrowingFileReader {
     ///   - chunkSize: the most one read asks for.
     ///   - buffers: where each chunk's buffer comes from.
     ///   - opened: the finished file, already open (see `OpenedFile`).
-    public init(file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool, buffers: any ReadBufferSource = FreshReadBuffers(), opened: OpenedFile? = nil) {
+    public init(
+        file: GrowingFile, from offset: Int = 0, to end: Int? = nil, chunkSize: Int = 128 * 1024, threadPool: NIOThreadPool, buffers: any ReadBufferSource = FreshReadBuffers(),
+        opened: OpenedFile? = nil
+    ) {
         self.file = file
         self.opened = opened
         self.offset = offset

@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
 
 /// A file in `partial/` that one thread appends to while another reads it
 /// behind the writer: a later piece of a parallel export waits here, on

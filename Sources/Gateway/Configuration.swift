@@ -186,7 +186,8 @@ struct Configuration: Sendable {
         }
 
         static func isIDByte(_ byte: UInt8) -> Bool {
-            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+                || byte == UInt8(ascii: ":")
         }
 
         static func isValidID(_ id: String) -> Bool {
@@ -292,7 +293,9 @@ struct Configuration: Sendable {
             self.access.metricsToken = token
         }
         if self.access.tokens.isEmpty, !self.access.allowAnonymous, !Self.isLoopback(self.http.host) {
-            throw Invalid("HOST=\(self.http.host) is not a loopback address, and no API_TOKENS or API_TOKENS_FILE is set: anyone who can reach it could read every export. Set tokens, or ALLOW_ANONYMOUS=true to serve without authentication anyway")
+            throw Invalid(
+                "HOST=\(self.http.host) is not a loopback address, and no API_TOKENS or API_TOKENS_FILE is set: anyone who can reach it could read every export. Set tokens, or ALLOW_ANONYMOUS=true to serve without authentication anyway"
+            )
         }
         if let id = environment["INSTANCE_ID"], !id.isEmpty {
             guard Cluster.isValidID(id) else { throw Invalid(key: "INSTANCE_ID", value: id, expected: "1 to 64 of A-Z a-z 0-9 . _ - :, not . or ..") }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
 @testable import Cache
 
 /// Every event of a growing file in every phase: nothing traps, late events

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// API tokens and ownership, on the wire with curl: every export request
@@ -30,8 +31,10 @@ import Testing
             ("GET", "/exports"), ("PUT", "/exports/csv"),
         ]
         for (method, path) in requests {
-            for (options, given) in [([String](), false), (Self.bearer("not-a-known-token-123456"), true), (["-H", "Authorization: Basic YWxpY2U6eA=="], true),
-                                    (Self.bearer(Self.alice + "x"), true), (Self.bearer(String(Self.alice.dropLast())), true)] {
+            for (options, given) in [
+                ([String](), false), (Self.bearer("not-a-known-token-123456"), true), (["-H", "Authorization: Basic YWxpY2U6eA=="], true),
+                (Self.bearer(Self.alice + "x"), true), (Self.bearer(String(Self.alice.dropLast())), true),
+            ] {
                 let result = try await curl(server.url(path), method: method, method == "HEAD" ? ["-I"] + options : options)
                 #expect(result.status == 401, "\(method) \(path) \(options)")
                 let challenge = result.headers["www-authenticate"] ?? ""
@@ -124,7 +127,10 @@ import Testing
             #expect(try Configuration(environment: ["HOST": loopback]).access.tokens.isEmpty)
         }
         // Bad tokens are refused at start, without repeating them.
-        for bad in ["demo:change-me-0123456789abcdef", "t-0123456789abcdef:\(Self.alice)", "shortSecret", "name with space:\(Self.alice)", "x:has spaces in the token 1234", "\(Self.alice),\(Self.alice)", "a:\(Self.alice),a:\(Self.bob)"] {
+        for bad in [
+            "demo:change-me-0123456789abcdef", "t-0123456789abcdef:\(Self.alice)", "shortSecret", "name with space:\(Self.alice)", "x:has spaces in the token 1234", "\(Self.alice),\(Self.alice)",
+            "a:\(Self.alice),a:\(Self.bob)",
+        ] {
             do {
                 _ = try Configuration(environment: ["API_TOKENS": bad])
                 Issue.record("accepted API_TOKENS=\(bad)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// The bounds of issue 6 that a single server shows: joins count against the
@@ -55,7 +56,10 @@ struct BoundsTests {
     }
 
     @Test func aFullCompressionQueueSendsTheCSVUncompressed() async throws {
-        let server = try await TestServer.start(exportsTuning: { $0.exports.gzipWorkers = 1; $0.exports.gzipQueue = 0 })
+        let server = try await TestServer.start(exportsTuning: {
+            $0.exports.gzipWorkers = 1
+            $0.exports.gzipQueue = 0
+        })
         defer { Task { await server.stop() } }
         let done = try Self.id(try await curl(server.url("/exports/csv?columns=id"), method: "POST"))
         try await eventually("completed") { try await curl(server.url("/exports/\(done)/status")).json["status"] as? String == "completed" }

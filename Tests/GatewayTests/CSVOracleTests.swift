@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// The CSV of an export is byte for byte what PostgreSQL writes for the same
@@ -20,10 +21,16 @@ import Testing
     static let cases: [Case] = [
         Case(query: "", select: "SELECT \(all) FROM users ORDER BY id"),
         Case(query: "country_code=US,de&min_ltv=0", select: "SELECT \(all) FROM users WHERE country_code IN ('US','DE') AND lifetime_value >= 0 ORDER BY id"),
-        Case(query: "subscription_tier=pro&subscription_tier=enterprise&min_ltv=5000.5", select: "SELECT \(all) FROM users WHERE subscription_tier IN ('pro','enterprise') AND lifetime_value >= 5000.5 ORDER BY id"),
+        Case(
+            query: "subscription_tier=pro&subscription_tier=enterprise&min_ltv=5000.5",
+            select: "SELECT \(all) FROM users WHERE subscription_tier IN ('pro','enterprise') AND lifetime_value >= 5000.5 ORDER BY id"),
         Case(query: "columns=notes,id,full_name&delimiter=%09", select: "SELECT notes, id, full_name FROM users ORDER BY id", delimiter: "\t"),
-        Case(query: "columns=full_name,notes,lifetime_value&delimiter=;&quoteChar=%27&country_code=FR", select: "SELECT full_name, notes, lifetime_value FROM users WHERE country_code IN ('FR') ORDER BY id", delimiter: ";", quote: "'"),
-        Case(query: "delimiter=%7C&columns=id,created_at,last_login_at,email&subscription_tier=free", select: "SELECT id, created_at, last_login_at, email FROM users WHERE subscription_tier IN ('free') ORDER BY id", delimiter: "|"),
+        Case(
+            query: "columns=full_name,notes,lifetime_value&delimiter=;&quoteChar=%27&country_code=FR",
+            select: "SELECT full_name, notes, lifetime_value FROM users WHERE country_code IN ('FR') ORDER BY id", delimiter: ";", quote: "'"),
+        Case(
+            query: "delimiter=%7C&columns=id,created_at,last_login_at,email&subscription_tier=free",
+            select: "SELECT id, created_at, last_login_at, email FROM users WHERE subscription_tier IN ('free') ORDER BY id", delimiter: "|"),
         Case(query: "quoteChar=%27&columns=full_name,notes", select: "SELECT full_name, notes FROM users ORDER BY id", quote: "'"),
         Case(query: "country_code=ZZ", select: "SELECT \(all) FROM users WHERE country_code IN ('ZZ') ORDER BY id"),
         Case(query: "header=false&nullAs=%5CN&columns=id,notes,last_login_at", select: "SELECT id, notes, last_login_at FROM users ORDER BY id", header: false, extra: ", NULL '\\N'"),
@@ -76,11 +83,12 @@ import Testing
         func guarded(_ c: String) -> String {
             "CASE WHEN left(\(c), 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || \(c) ELSE \(c) END"
         }
-        let select = "SELECT id, \(guarded("email")), \(guarded("full_name")), \(guarded("country_code")), \(guarded("subscription_tier")), lifetime_value, created_at, last_login_at, \(guarded("notes")) FROM users ORDER BY id"
+        let select =
+            "SELECT id, \(guarded("email")), \(guarded("full_name")), \(guarded("country_code")), \(guarded("subscription_tier")), lifetime_value, created_at, last_login_at, \(guarded("notes")) FROM users ORDER BY id"
         let plain = try await server.psqlCopy(select)
         // psql names the columns after the CASE ("case"); the header comes from the plain query.
         let header = try await server.psqlCopy("SELECT \(Self.all) FROM users LIMIT 0")
-        let body = plain[plain.firstIndex(of: UInt8(ascii: "\n"))! + 1 ..< plain.endIndex]
+        let body = plain[plain.firstIndex(of: UInt8(ascii: "\n"))! + 1..<plain.endIndex]
         let expected = Data([0xEF, 0xBB, 0xBF]) + Self.crlfRecords(header + body, quote: UInt8(ascii: "\""))
         #expect(expected.range(of: Data("\n'=SUM".utf8)) != nil || expected.range(of: Data(",'=SUM".utf8)) != nil, "the data has formulas to guard")
 

@@ -1,19 +1,24 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// `CacheRoom`'s decisions, with plain numbers: what a new export may evict
 /// and when it is refused.
 struct CacheRoomTests {
     static func entry(_ n: Int, bytes: Int, pending: Int = 0, owners: Set<String> = [], finished: Bool = true, used: TimeInterval) -> CacheRoom.Entry {
-        CacheRoom.Entry(runID: UUID(uuidString: String(format: "00000000-0000-0000-0000-%012d", n))!, bytes: bytes, pending: pending, owners: owners, finished: finished, lastUsed: Date(timeIntervalSince1970: used))
+        CacheRoom.Entry(
+            runID: UUID(uuidString: String(format: "00000000-0000-0000-0000-%012d", n))!, bytes: bytes, pending: pending, owners: owners, finished: finished,
+            lastUsed: Date(timeIntervalSince1970: used))
     }
 
     @Test func whatQueuedAndRunningExportsWillStillWriteIsSpokenFor() {
         // 900 free by the bytes, but a running export will write 600 more and a queued one 200.
         let entries = [Self.entry(1, bytes: 0, pending: 200, owners: ["b"], finished: false, used: 0), Self.entry(2, bytes: 100, pending: 600, owners: ["a"], finished: false, used: 0)]
         #expect(self.room.decide(estimate: 100, owner: nil, used: 100, entries: entries) == .fits(evicting: []))
-        #expect(self.room.decide(estimate: 101, owner: nil, used: 100, entries: entries + [Self.entry(3, bytes: 1, owners: ["c"], used: 0)]) == .fits(evicting: [UUID(uuidString: "00000000-0000-0000-0000-000000000003")!]))
+        #expect(
+            self.room.decide(estimate: 101, owner: nil, used: 100, entries: entries + [Self.entry(3, bytes: 1, owners: ["c"], used: 0)])
+                == .fits(evicting: [UUID(uuidString: "00000000-0000-0000-0000-000000000003")!]))
         #expect(self.room.decide(estimate: 101, owner: nil, used: 100, entries: entries) == .full)
         // a's own running export counts against its share: 700 of 500.
         #expect(self.room.decide(estimate: 1, owner: "a", used: 100, entries: entries) == .overTokenShare(share: 500))

@@ -22,10 +22,12 @@ struct ChaosTests {
         let cache = try temporaryDirectory("chaos-cache")
         defer { try? FileManager.default.removeItem(atPath: cache) }
         let seed = Int.random(in: 0..<1_000_000)
-        let result = try await run("python3", [
-            Self.script, "--binary", RestartTests.binary, "--database-url", url, "--cache-dir", cache,
-            "--seconds", "60", "--threads", "12", "--seed", String(seed),
-        ])
+        let result = try await run(
+            "python3",
+            [
+                Self.script, "--binary", RestartTests.binary, "--database-url", url, "--cache-dir", cache,
+                "--seconds", "60", "--threads", "12", "--seed", String(seed),
+            ])
         // The summary (counts and failures) is on stdout; the timeline and the
         // log lines of the failing exports on stderr.
         #expect(result.status == 0, "chaos.py --seed \(seed): \(result.text)\n\(result.stderr.suffix(12000))")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// Careless and hostile clients against the gateway binary, whose open
@@ -25,9 +26,11 @@ struct ClientFaultTests {
         let url = try await BigDatabase.fresh()
         let cache = try temporaryDirectory("clients")
         defer { try? FileManager.default.removeItem(atPath: cache) }
-        let (gateway, base) = try await RestartTests.launch(databaseURL: url, cacheDirectory: cache, environment: [
-            "REQUEST_HEADER_TIMEOUT": "2", "KEEP_ALIVE_TIMEOUT": "2", "MAX_CONNECTIONS": "100",
-        ])
+        let (gateway, base) = try await RestartTests.launch(
+            databaseURL: url, cacheDirectory: cache,
+            environment: [
+                "REQUEST_HEADER_TIMEOUT": "2", "KEEP_ALIVE_TIMEOUT": "2", "MAX_CONNECTIONS": "100",
+            ])
         defer { gateway.terminate() }
         let done = try await ProcessFaultTests.finishedExport(base)
         _ = try await curl(base + "/exports/\(done.id)/download", ["-r", "0-99"])

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 #if canImport(Glibc)
@@ -32,7 +33,9 @@ struct ClusterTests {
     /// statement waiting on a lock (the test's lock on `users`).
     static func exportQueries(_ server: TestServer, instance: String? = nil) async throws -> Int {
         let who = instance.map { "application_name = 'gateway:\($0)'" } ?? "application_name LIKE 'gateway:%'"
-        return Int(try await server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND \(who) AND (query ILIKE 'COPY%' OR wait_event_type = 'Lock') AND state = 'active'")[0][0] ?? "") ?? -1
+        return Int(
+            try await server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND \(who) AND (query ILIKE 'COPY%' OR wait_event_type = 'Lock') AND state = 'active'")[0][0]
+                ?? "") ?? -1
     }
 
     @Test(.timeLimit(.minutes(2)))
@@ -224,9 +227,11 @@ struct ClusterTests {
 
     /// Gateway processes (the binary) on one database and cache folder.
     static func launch(_ name: String, databaseURL: String, cache: String, lease: Int) async throws -> (RunningProcess, String) {
-        try await RestartTests.launch(databaseURL: databaseURL, cacheDirectory: cache, environment: [
-            "INSTANCE_ID": name, "LEASE_SECONDS": String(lease), "MAX_CONCURRENT_EXPORTS": "2",
-        ])
+        try await RestartTests.launch(
+            databaseURL: databaseURL, cacheDirectory: cache,
+            environment: [
+                "INSTANCE_ID": name, "LEASE_SECONDS": String(lease), "MAX_CONCURRENT_EXPORTS": "2",
+            ])
     }
 
     @Test(.timeLimit(.minutes(3)))

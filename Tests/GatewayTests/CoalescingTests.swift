@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+
 @testable import Gateway
 
 /// Identical requests share one query and one file; each export keeps its own id.
@@ -116,7 +117,9 @@ struct CoalescingTests {
         #expect(try await server.sql(Self.waitingQueries)[0][0] == "1", "one query for ten exports")
         try await lock.release()
 
-        let expected = try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code IN ('US','DE') AND lifetime_value >= 100 ORDER BY id")
+        let expected = try await server.psqlCopy(
+            "SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code IN ('US','DE') AND lifetime_value >= 100 ORDER BY id"
+        )
         var hashes = Set<String>()
         for id in ids {
             try await eventually("completion") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
@@ -148,7 +151,10 @@ struct CoalescingTests {
         try await lock.release()
         let resultB = await readerB.wait()
         #expect(resultB.exitCode == 0)
-        #expect(resultB.body == (try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE subscription_tier = 'pro' ORDER BY id")))
+        #expect(
+            resultB.body
+                == (try await server.psqlCopy(
+                    "SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE subscription_tier = 'pro' ORDER BY id")))
         #expect(try await curl(server.url("/exports/\(a)/status")).json["status"] as? String == "cancelled")
         #expect(try await curl(server.url("/exports/\(a)/download")).status == 410)
     }

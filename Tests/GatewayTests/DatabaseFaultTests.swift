@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// PostgreSQL restarted, stopped or its connections cut, on a cluster of
@@ -113,11 +114,18 @@ struct DatabaseFaultTests {
     @Test(.timeLimit(.minutes(2)))
     func aFrozenDatabaseGivesTimely503sNotHangs() async throws {
         let pg = try await PrivatePostgres.start()
-        defer { Task { try? await pg.freeze(false); await pg.destroy() } }
-        let server = try await TestServer.start(rows: 3000, databaseURL: pg.url, exportsTuning: {
-            $0.database.journalStatementTimeoutSeconds = 1
-            $0.database.connectTimeoutSeconds = 2
-        })
+        defer {
+            Task {
+                try? await pg.freeze(false)
+                await pg.destroy()
+            }
+        }
+        let server = try await TestServer.start(
+            rows: 3000, databaseURL: pg.url,
+            exportsTuning: {
+                $0.database.journalStatementTimeoutSeconds = 1
+                $0.database.connectTimeoutSeconds = 2
+            })
         defer { Task { await server.stop() } }
         #expect(try await curl(server.url("/exports/csv?columns=id"), method: "POST").status == 202)
         try await pg.freeze(true)

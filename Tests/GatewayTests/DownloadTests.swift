@@ -81,7 +81,8 @@ import Testing
         #expect(head.exitCode == 0)
         #expect(head.status == 200)
         // Python's http.client reads the HEAD response and finds no body after it.
-        let script = "import http.client,sys,urllib.parse as p; u=p.urlsplit(sys.argv[1]); c=http.client.HTTPConnection(u.hostname,u.port); c.request('HEAD',u.path); r=c.getresponse(); print(r.status, len(r.read()))"
+        let script =
+            "import http.client,sys,urllib.parse as p; u=p.urlsplit(sys.argv[1]); c=http.client.HTTPConnection(u.hostname,u.port); c.request('HEAD',u.path); r=c.getresponse(); print(r.status, len(r.read()))"
         #expect(try await run("python3", ["-c", script, server.url("/exports/\(id)/download")]).text == "200 0\n")
         #expect(head.headers["content-length"] == String(bytes.count))
         for name in ["etag", "content-type", "accept-ranges", "repr-digest", "content-disposition"] {
@@ -166,6 +167,9 @@ import Testing
         let live = try await curl(server.url("/exports/csv?country_code=JP"), ["--compressed"])
         #expect(live.exitCode == 0)
         #expect(live.headers["content-encoding"] == "gzip")
-        #expect(live.body == (try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code = 'JP' ORDER BY id")))
+        #expect(
+            live.body
+                == (try await server.psqlCopy(
+                    "SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code = 'JP' ORDER BY id")))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 #if canImport(Glibc)
@@ -23,7 +24,8 @@ struct ExportAPITests {
 
         try await eventually("completion") { try await curl(server.url("/exports/\(id)/status")).json["status"] as? String == "completed" }
         let status = try await curl(server.url("/exports/\(id)/status")).json
-        let expected = try await server.psqlCopy("SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code = 'GB' ORDER BY id")
+        let expected = try await server.psqlCopy(
+            "SELECT id, email, full_name, country_code, subscription_tier, lifetime_value, created_at, last_login_at, notes FROM users WHERE country_code = 'GB' ORDER BY id")
         let expectedRows = try await server.sql("SELECT count(*) FROM users WHERE country_code = 'GB'")[0][0].flatMap { Int($0) }
         #expect(status["rowsWritten"] as? Int == expectedRows)
         #expect(status["totalRows"] as? Int == expectedRows)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// `GET /exports` (the caller's exports, newest first, by cursor), the
@@ -79,7 +80,8 @@ import Testing
         let someID = UUID().uuidString.lowercased()
         let cases: [(String, String)] = [
             ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("limit=", "limit"), ("limit=%2B5", "limit"),
-            ("limit=0010", "limit"), ("limit=01", "limit"), ("cursor=01_\(someID)", "cursor"), ("cursor=1_\(someID.uppercased())", "cursor"), ("limit=1&limit=2", "limit"), ("cursor=abc", "cursor"), ("cursor=", "cursor"),
+            ("limit=0010", "limit"), ("limit=01", "limit"), ("cursor=01_\(someID)", "cursor"), ("cursor=1_\(someID.uppercased())", "cursor"), ("limit=1&limit=2", "limit"), ("cursor=abc", "cursor"),
+            ("cursor=", "cursor"),
             ("cursor=1_\(someID.uppercased())x", "cursor"), ("cursor=-1_\(someID)", "cursor"), ("cursor=1234567890123456789_\(someID)", "cursor"),
             ("status=running", "status"), ("limit=5&x=1", "x"), ("%ZZ=1", "%ZZ"),
         ]

@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// `ExportRegistry`'s transitions, event by event, with no database, no

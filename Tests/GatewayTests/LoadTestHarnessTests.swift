@@ -45,10 +45,12 @@ struct LoadTestHarnessTests {
         defer { try? FileManager.default.removeItem(atPath: out) }
         // 12 sessions with fixed choices (seed 11): live, finished, streamed,
         // resumed, ranged and cancelled downloads of small exports.
-        let run = try await run(Self.binary, [
-            "mixed", "--base", "http://127.0.0.1:\(port)", "--duration", "2", "--rate", "6/s", "--seed", "11", "--drain", "20",
-            "--pid", String(getpid()), "--out", out,
-        ])
+        let run = try await run(
+            Self.binary,
+            [
+                "mixed", "--base", "http://127.0.0.1:\(port)", "--duration", "2", "--rate", "6/s", "--seed", "11", "--drain", "20",
+                "--pid", String(getpid()), "--out", out,
+            ])
         let json = try Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))
         let report = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
         return (run.status, try JSONDecoder().decode(HarnessResult.self, from: json), report, run.stderr)

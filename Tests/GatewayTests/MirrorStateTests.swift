@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// `MirrorState`: every event in every state, the decisions of the manager
@@ -72,231 +73,249 @@ struct MirrorStateTests {
 
     @Test func notBegun() {
         let same = (Phase.notBegun, [Action]())
-        self.walk(.notBegun, [
-            same,
-            (.following(attempt: 3), [.follow(attempt: 3, path: Self.path)]),
-            (.following(attempt: 4), [.follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            same,
-            same,
-            same,
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            (.ended(.cancelled, following: nil), [.cancel]),
-            same,
-            (.interrupted(following: nil), [.interrupt(.shutdown)]),
-            (.claimed(attempt: 4), [.runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .notBegun,
+            [
+                same,
+                (.following(attempt: 3), [.follow(attempt: 3, path: Self.path)]),
+                (.following(attempt: 4), [.follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                same,
+                same,
+                same,
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                (.ended(.cancelled, following: nil), [.cancel]),
+                same,
+                (.interrupted(following: nil), [.interrupt(.shutdown)]),
+                (.claimed(attempt: 4), [.runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func following() {
         let same = (Phase.following(attempt: 3), [Action]())
-        self.walk(.following(attempt: 3), [
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [.recordProgress]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [.recordProgress]),
-            (.notBegun, [Self.replace]),
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            (.ended(.cancelled, following: 3), [.cancel]),
-            same,
-            (.interrupted(following: 3), [.interrupt(.shutdown)]),
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .following(attempt: 3),
+            [
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [.recordProgress]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [.recordProgress]),
+                (.notBegun, [Self.replace]),
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                (.ended(.cancelled, following: 3), [.cancel]),
+                same,
+                (.interrupted(following: 3), [.interrupt(.shutdown)]),
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func started() {
         let same = (Phase.started, [Action]())
-        self.walk(.started, [
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            same,
-            (.notBegun, [Self.replace]),
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [.complete(Self.file)]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            (.ended(.cancelled, following: nil), [.cancel]),
-            same,
-            (.interrupted(following: nil), [.interrupt(.shutdown)]),
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .started,
+            [
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                same,
+                (.notBegun, [Self.replace]),
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [.complete(Self.file)]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.failed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                (.ended(.cancelled, following: nil), [.cancel]),
+                same,
+                (.interrupted(following: nil), [.interrupt(.shutdown)]),
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func claimed() {
         let ownRow = (Phase.claimed(attempt: 3), [Action]())
         let lost = (Phase.claimed(attempt: 3), [Self.lost])
-        self.walk(.claimed(attempt: 3), [
-            lost,
-            lost,
-            lost,
-            lost,
-            lost,
-            lost,
-            ownRow,
-            ownRow,
-            lost,
-            lost,
-            lost,
-            ownRow,
-            ownRow,
-            lost,
-            (.claimed(attempt: 3), [.cancelClaimed]),
-            (.claimed(attempt: 3), [.cancelClaimed]),
-            ownRow,
-            (.claimed(attempt: 3), [.interruptClaimed(.shutdown)]),
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .claimed(attempt: 3),
+            [
+                lost,
+                lost,
+                lost,
+                lost,
+                lost,
+                lost,
+                ownRow,
+                ownRow,
+                lost,
+                lost,
+                lost,
+                ownRow,
+                ownRow,
+                lost,
+                (.claimed(attempt: 3), [.cancelClaimed]),
+                (.claimed(attempt: 3), [.cancelClaimed]),
+                ownRow,
+                (.claimed(attempt: 3), [.interruptClaimed(.shutdown)]),
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func interrupted() {
         let same = (Phase.interrupted(following: nil), [Action]())
-        self.walk(.interrupted(following: nil), [
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            same,
-            (.notBegun, [Self.replace]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
-            (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            (.ended(.cancelled, following: nil), [.cancel]),
-            same,
-            same,
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .interrupted(following: nil),
+            [
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                same,
+                (.notBegun, [Self.replace]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
+                (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                (.ended(.cancelled, following: nil), [.cancel]),
+                same,
+                same,
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func interruptedWhileFollowing() {
         let same = (Phase.interrupted(following: 3), [Action]())
-        self.walk(.interrupted(following: 3), [
-            (.notBegun, [Self.replace]),
-            (.interrupted(following: 3), [.recordProgress]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            (.interrupted(following: 3), [.recordProgress]),
-            (.notBegun, [Self.replace]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
-            (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            (.ended(.cancelled, following: 3), [.cancel]),
-            same,
-            same,
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .interrupted(following: 3),
+            [
+                (.notBegun, [Self.replace]),
+                (.interrupted(following: 3), [.recordProgress]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                (.interrupted(following: 3), [.recordProgress]),
+                (.notBegun, [Self.replace]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
+                (.interrupted(following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                (.ended(.cancelled, following: 3), [.cancel]),
+                same,
+                same,
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func endedCompleted() {
         let same = (Phase.ended(.completed, following: nil), [Action]())
-        self.walk(.ended(.completed, following: nil), [
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            same,
-            (.notBegun, [Self.replace]),
-            same,
-            same,
-            same,
-            same,
-            (.ended(.completed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.completed, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.completed, following: nil), [.stopFollowing, .cancel]),
-            same,
-            same,
-            same,
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .ended(.completed, following: nil),
+            [
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                same,
+                (.notBegun, [Self.replace]),
+                same,
+                same,
+                same,
+                same,
+                (.ended(.completed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.completed, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.completed, following: nil), [.stopFollowing, .cancel]),
+                same,
+                same,
+                same,
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test(arguments: [MirrorState.Outcome.failed, .cancelled])
     func endedFailedOrCancelled(outcome: MirrorState.Outcome) {
         let same = (Phase.ended(outcome, following: nil), [Action]())
-        self.walk(.ended(outcome, following: nil), [
-            (.notBegun, [Self.replace]),
-            (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            same,
-            (.notBegun, [Self.replace]),
-            // The fix of 7cfef5e: a completed run never shows `cancelled` or `failed` here.
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(outcome, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(outcome, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(outcome, following: nil), [.stopFollowing, .cancel]),
-            same,
-            same,
-            same,
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .ended(outcome, following: nil),
+            [
+                (.notBegun, [Self.replace]),
+                (.following(attempt: 3), [Self.replace, .follow(attempt: 3, path: Self.path)]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                same,
+                (.notBegun, [Self.replace]),
+                // The fix of 7cfef5e: a completed run never shows `cancelled` or `failed` here.
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(outcome, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(outcome, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(outcome, following: nil), [.stopFollowing, .cancel]),
+                same,
+                same,
+                same,
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     @Test func endedWhileFollowing() {
         // A local cancel of a followed run: the row's cancel comes next.
         let same = (Phase.ended(.cancelled, following: 3), [Action]())
-        self.walk(.ended(.cancelled, following: 3), [
-            (.notBegun, [Self.replace]),
-            (.ended(.cancelled, following: 3), [.recordProgress]),
-            (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
-            same,
-            same,
-            (.notBegun, [Self.replace]),
-            (.ended(.cancelled, following: 3), [.recordProgress]),
-            (.notBegun, [Self.replace]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            same,
-            (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .fail("boom")]),
-            (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
-            same,
-            same,
-            same,
-            (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
-        ])
+        self.walk(
+            .ended(.cancelled, following: 3),
+            [
+                (.notBegun, [Self.replace]),
+                (.ended(.cancelled, following: 3), [.recordProgress]),
+                (.following(attempt: 4), [Self.replace, .follow(attempt: 4, path: Self.path)]),
+                same,
+                same,
+                (.notBegun, [Self.replace]),
+                (.ended(.cancelled, following: 3), [.recordProgress]),
+                (.notBegun, [Self.replace]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                same,
+                (.ended(.completed, following: nil), [Self.replace, .complete(Self.file)]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .fail("boom")]),
+                (.ended(.cancelled, following: nil), [.stopFollowing, .cancel]),
+                same,
+                same,
+                same,
+                (.claimed(attempt: 4), [Self.replace, .runClaimed(attempt: 4)]),
+            ])
     }
 
     // MARK: What the manager holds, as a state
@@ -376,7 +395,9 @@ struct MirrorStateTests {
                             // the manager puts the new object in either way.
                             if status == nil, claim != nil, got.first == Self.replace { got[0] = .keepNew }
                             let want = Self.before(status: status, interrupted: interrupted, followed: followed, claim: claim, event: event)
-                            #expect(got == want, "\(String(describing: status)) interrupted \(interrupted) followed \(String(describing: followed)) claim \(String(describing: claim)) (\(start)) + \(name)")
+                            #expect(
+                                got == want, "\(String(describing: status)) interrupted \(interrupted) followed \(String(describing: followed)) claim \(String(describing: claim)) (\(start)) + \(name)"
+                            )
                             compared += 1
                         }
                     }
@@ -402,72 +423,92 @@ struct MirrorStateTests {
     /// b runs attempt 1 and is killed; its lease runs out; c runs attempt 2.
     @Test func takeoverAfterAKill() {
         let second = "/cache/partial/c/run-2.csv.partial"
-        self.replay(.notBegun, [
-            (Self.running(1), [.follow(attempt: 1, path: Self.path)], .following(attempt: 1)),
-            (Self.running(1), [.recordProgress], .following(attempt: 1)),
-            // The readers of attempt 1 abort; a fresh object waits for attempt 2.
-            (Self.running(1, expired: true), [Self.replace], .notBegun),
-            (Self.running(1, expired: true), [], .notBegun),
-            (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
-            (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
-            (Self.completed(2), [], .ended(.completed, following: nil)),
-        ])
+        self.replay(
+            .notBegun,
+            [
+                (Self.running(1), [.follow(attempt: 1, path: Self.path)], .following(attempt: 1)),
+                (Self.running(1), [.recordProgress], .following(attempt: 1)),
+                // The readers of attempt 1 abort; a fresh object waits for attempt 2.
+                (Self.running(1, expired: true), [Self.replace], .notBegun),
+                (Self.running(1, expired: true), [], .notBegun),
+                (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
+                (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
+                (Self.completed(2), [], .ended(.completed, following: nil)),
+            ])
         // The expired row missed (a refresh a second later sees attempt 2 already).
-        self.replay(.following(attempt: 1), [
-            (Self.running(2, path: second), [Self.replace, .follow(attempt: 2, path: second)], .following(attempt: 2)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (Self.running(2, path: second), [Self.replace, .follow(attempt: 2, path: second)], .following(attempt: 2))
+            ])
         // This gateway is the one that takes it over.
-        self.replay(.following(attempt: 1), [
-            (Self.running(1, expired: true), [Self.replace], .notBegun),
-            (.claimedHere(attempt: 2), [.runClaimed(attempt: 2)], .claimed(attempt: 2)),
-            (Self.running(2, here: true), [], .claimed(attempt: 2)),
-            (Self.completed(2, here: true), [], .claimed(attempt: 2)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (Self.running(1, expired: true), [Self.replace], .notBegun),
+                (.claimedHere(attempt: 2), [.runClaimed(attempt: 2)], .claimed(attempt: 2)),
+                (Self.running(2, here: true), [], .claimed(attempt: 2)),
+                (Self.completed(2, here: true), [], .claimed(attempt: 2)),
+            ])
         // ...or it had the claim and lost it to c while cut off.
-        self.replay(.claimed(attempt: 1), [
-            (Self.running(2), [Self.lost], .claimed(attempt: 1)),
-        ])
+        self.replay(
+            .claimed(attempt: 1),
+            [
+                (Self.running(2), [Self.lost], .claimed(attempt: 1))
+            ])
     }
 
     /// `aDeleteRacingALookUpOnAnotherGatewayStaysDeleted` and
     /// `deleteOnOneGatewayCancelsTheQueryRunningOnAnother`.
     @Test func deleteRacingALookUp() {
         // The look-up adopted the run (queued); the delete's cancel arrives.
-        self.replay(.absent, [
-            (.row(.cancelled), [], .absent),
-        ])
-        self.replay(.notBegun, [
-            (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
-            (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
-            (.localCancel, [], .ended(.cancelled, following: nil)),
-        ])
+        self.replay(
+            .absent,
+            [
+                (.row(.cancelled), [], .absent)
+            ])
+        self.replay(
+            .notBegun,
+            [
+                (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
+                (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
+                (.localCancel, [], .ended(.cancelled, following: nil)),
+            ])
         // Followed here, deleted here: the local cancel, then the row's.
-        self.replay(.following(attempt: 1), [
-            (.localCancel, [.cancel], .ended(.cancelled, following: 1)),
-            (Self.running(1), [.recordProgress], .ended(.cancelled, following: 1)),
-            (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (.localCancel, [.cancel], .ended(.cancelled, following: 1)),
+                (Self.running(1), [.recordProgress], .ended(.cancelled, following: 1)),
+                (.row(.cancelled), [.stopFollowing, .cancel], .ended(.cancelled, following: nil)),
+            ])
         // Deleted on another gateway while this one runs it: the query stops.
-        self.replay(.claimed(attempt: 1), [
-            (.row(.cancelled), [.cancelClaimed], .claimed(attempt: 1)),
-        ])
+        self.replay(
+            .claimed(attempt: 1),
+            [
+                (.row(.cancelled), [.cancelClaimed], .claimed(attempt: 1))
+            ])
     }
 
     /// `restartOfOneGatewayLosesNothingOfTheOthers`: b, which ran attempt 1,
     /// restarts; its restore queues the run again, and it runs attempt 2.
     @Test func restartOfAPeer() {
         let second = "/cache/partial/b/run-2.csv.partial"
-        self.replay(.following(attempt: 1), [
-            (.row(.queued), [Self.replace], .notBegun),
-            (.row(.queued), [], .notBegun),
-            (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
-            (.partialFileGone, [], .following(attempt: 2)),
-            (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (.row(.queued), [Self.replace], .notBegun),
+                (.row(.queued), [], .notBegun),
+                (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
+                (.partialFileGone, [], .following(attempt: 2)),
+                (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
+            ])
         // This gateway restarted: its runs come back queued and follow again.
-        self.replay(.notBegun, [
-            (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
-        ])
+        self.replay(
+            .notBegun,
+            [
+                (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2))
+            ])
     }
 
     /// `sigtermHandsTheRunningExportToAnotherGatewayAtOnce`: b, on SIGTERM,
@@ -475,38 +516,50 @@ struct MirrorStateTests {
     @Test func sigtermHandBack() {
         let second = "/cache/partial/c/run-2.csv.partial"
         // On a third gateway, following.
-        self.replay(.following(attempt: 1), [
-            (.row(.queued), [Self.replace], .notBegun),
-            (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
-            (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (.row(.queued), [Self.replace], .notBegun),
+                (Self.running(2, path: second), [.follow(attempt: 2, path: second)], .following(attempt: 2)),
+                (Self.completed(2), [.complete(Self.file)], .ended(.completed, following: nil)),
+            ])
         // The queued row missed: running at 2 straight after 1.
-        self.replay(.following(attempt: 1), [
-            (Self.running(2, path: second), [Self.replace, .follow(attempt: 2, path: second)], .following(attempt: 2)),
-        ])
+        self.replay(
+            .following(attempt: 1),
+            [
+                (Self.running(2, path: second), [Self.replace, .follow(attempt: 2, path: second)], .following(attempt: 2))
+            ])
         // On b itself: the shutdown stops the worker, which hands it back.
-        self.replay(.claimed(attempt: 1), [
-            (.shutdown, [.interruptClaimed(.shutdown)], .claimed(attempt: 1)),
-        ])
-        self.replay(.interrupted(following: nil), [
-            (.row(.queued), [Self.replace], .notBegun),
-            (.shutdown, [.interrupt(.shutdown)], .interrupted(following: nil)),
-        ])
+        self.replay(
+            .claimed(attempt: 1),
+            [
+                (.shutdown, [.interruptClaimed(.shutdown)], .claimed(attempt: 1))
+            ])
+        self.replay(
+            .interrupted(following: nil),
+            [
+                (.row(.queued), [Self.replace], .notBegun),
+                (.shutdown, [.interrupt(.shutdown)], .interrupted(following: nil)),
+            ])
     }
 
     /// `anExportJoiningACompletedRunRestoredFromCancelledRowsIsCompleted`
     /// (7cfef5e): restored as cancelled (or failed), the run completed.
     @Test func aCompletedRowAfterARestoredCancelOrFailure() {
         for outcome in [MirrorState.Outcome.cancelled, .failed] {
-            self.replay(.ended(outcome, following: nil), [
-                (Self.completed(1, file: nil), [], .ended(outcome, following: nil)),
-                (Self.completed(1), [Self.replace, .complete(Self.file)], .ended(.completed, following: nil)),
-                (Self.completed(1), [], .ended(.completed, following: nil)),
-            ])
+            self.replay(
+                .ended(outcome, following: nil),
+                [
+                    (Self.completed(1, file: nil), [], .ended(outcome, following: nil)),
+                    (Self.completed(1), [Self.replace, .complete(Self.file)], .ended(.completed, following: nil)),
+                    (Self.completed(1), [], .ended(.completed, following: nil)),
+                ])
         }
-        self.replay(.notBegun, [
-            (.localCancel, [.cancel], .ended(.cancelled, following: nil)),
-            (Self.completed(1), [Self.replace, .complete(Self.file)], .ended(.completed, following: nil)),
-        ])
+        self.replay(
+            .notBegun,
+            [
+                (.localCancel, [.cancel], .ended(.cancelled, following: nil)),
+                (Self.completed(1), [Self.replace, .complete(Self.file)], .ended(.completed, following: nil)),
+            ])
     }
 }

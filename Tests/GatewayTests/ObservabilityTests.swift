@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// What machines read: `/metrics` (parsed by prometheus_client's parser),
@@ -67,7 +68,10 @@ import Testing
         #expect(delta("gateway_gzip_forms_total") >= 1)
         #expect(delta("gateway_export_duration_seconds_count") >= 1)
         #expect(Self.value(after, "gateway_exports", ["state=\"completed\""]) >= 1)
-        for gauge in ["gateway_export_queue_depth", "gateway_export_workers_busy", "gateway_export_workers", "gateway_cache_bytes", "gateway_live_readers", "gateway_journal_write_failures_total", "gateway_cache_evictions_total"] {
+        for gauge in [
+            "gateway_export_queue_depth", "gateway_export_workers_busy", "gateway_export_workers", "gateway_cache_bytes", "gateway_live_readers", "gateway_journal_write_failures_total",
+            "gateway_cache_evictions_total",
+        ] {
             #expect(after.keys.contains { $0.hasPrefix(gauge + "{") }, "\(gauge)")
         }
         #expect(Self.value(after, "gateway_cache_bytes") >= Double(bytes.count))
@@ -99,7 +103,10 @@ import Testing
         let lines = log.lines
         let requests = lines.filter { $0.hasPrefix("info request ") }
         let tracedLine = try #require(requests.first { $0.contains("gateway.http.request_id=trace-42.a_b") })
-        for field in ["gateway.http.method=GET", "gateway.http.route=/exports/{id}/status", "gateway.http.status=200", "gateway.export.id=\(id)", "gateway.http.bytes=", "gateway.http.duration_ms=", "gateway.http.outcome=complete"] {
+        for field in [
+            "gateway.http.method=GET", "gateway.http.route=/exports/{id}/status", "gateway.http.status=200", "gateway.export.id=\(id)", "gateway.http.bytes=", "gateway.http.duration_ms=",
+            "gateway.http.outcome=complete",
+        ] {
             #expect(tracedLine.contains(field), "\(field) in \(tracedLine)")
         }
         #expect(requests.contains { $0.contains("gateway.http.status=206") && $0.contains("gateway.http.bytes=10 ") })
@@ -132,15 +139,18 @@ import Testing
         // Bounded: a few examples per operation and a minute in all.
         let checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"
         // Run in a folder of its own: Schemathesis keeps a cache in its working folder.
-        let fuzz = try await run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", try temporaryDirectory("schemathesis"), try Self.tool("schemathesis"),
-            "run", server.url("/openapi.json"), "--checks", checks, "--max-examples", "25", "--max-time", "60", "--workers", "2",
-            "--seed", "7", "--no-color", "--generation-database", "none", "--request-timeout", "20",
-            "-H", "Authorization: Bearer \(AccessTests.alice)",
-            // Its HTTP client asks for gzip and then cannot decode a 206 that
-            // holds a range of the gzip form (valid HTTP: ranges apply to the
-            // encoded representation, which is what `curl -C -` resumes).
-            "-H", "Accept-Encoding: identity",
-        ])
+        let fuzz = try await run(
+            "/bin/sh",
+            [
+                "-c", "cd \"$0\" && exec \"$@\"", try temporaryDirectory("schemathesis"), try Self.tool("schemathesis"),
+                "run", server.url("/openapi.json"), "--checks", checks, "--max-examples", "25", "--max-time", "60", "--workers", "2",
+                "--seed", "7", "--no-color", "--generation-database", "none", "--request-timeout", "20",
+                "-H", "Authorization: Bearer \(AccessTests.alice)",
+                // Its HTTP client asks for gzip and then cannot decode a 206 that
+                // holds a range of the gzip form (valid HTTP: ranges apply to the
+                // encoded representation, which is what `curl -C -` resumes).
+                "-H", "Accept-Encoding: identity",
+            ])
         #expect(fuzz.status == 0, "\(fuzz.text.suffix(6000))\(fuzz.stderr.suffix(2000))")
         #expect(try await curl(server.url("/health")).status == 200)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// The page at `/` in a real headless Chromium (Debian's `chromium` and
@@ -62,9 +63,11 @@ import Testing
         let selenium = try await run(Self.python, ["-c", "import selenium"])
         try #require(selenium.status == 0, "python3-selenium is missing: run the tests with scripts/test.sh, which installs it")
         try FileManager.default.createDirectory(atPath: Self.screenshots, withIntermediateDirectories: true)
-        let result = try await run(Self.python, [
-            Self.script, "--base", server.url(""), "--db", direct, "--psql", TestServer.psql, "--out", Self.screenshots,
-        ] + extra)
+        let result = try await run(
+            Self.python,
+            [
+                Self.script, "--base", server.url(""), "--db", direct, "--psql", TestServer.psql, "--out", Self.screenshots,
+            ] + extra)
         #expect(result.status == 0, "\(result.stderr.suffix(4000))\(result.text.suffix(2000))")
     }
 
@@ -73,14 +76,20 @@ import Testing
         let (server, direct, proxy) = try await Self.server(tokens: false)
         // The proxy at once (SIGKILL: a child of the test process starts with
         // SIGTERM blocked); a stop in a Task could come after the process ended, and it outlived it.
-        defer { proxy.kill9(); Task { await server.stop() } }
+        defer {
+            proxy.kill9()
+            Task { await server.stop() }
+        }
         try await Self.drive(server, direct: direct, [])
     }
 
     @Test(.timeLimit(.minutes(5)))
     func withTokensThePageAsksForOneKeepsItOutOfURLsAndShowsOnlyItsExports() async throws {
         let (server, direct, proxy) = try await Self.server(tokens: true)
-        defer { proxy.kill9(); Task { await server.stop() } }
+        defer {
+            proxy.kill9()
+            Task { await server.stop() }
+        }
         // Bob's export, which alice's page must never show.
         let bobs = try await curl(server.url("/exports/csv?columns=id"), method: "POST", AccessTests.bearer(AccessTests.bob))
         let foreign = try #require(bobs.json["exportId"] as? String)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 #if canImport(Glibc)
@@ -27,9 +28,12 @@ import Glibc
             let id = try #require(try await curl(server.url("/exports/csv"), method: "POST", ["-H", "Cache-Control: no-cache"]).json["exportId"] as? String)
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline {
-                let found = try await server.sql("SELECT pid, substring(query FROM 'id >= ([0-9]+)') FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'")
+                let found = try await server.sql(
+                    "SELECT pid, substring(query FROM 'id >= ([0-9]+)') FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY%' AND query NOT LIKE '%id <%'"
+                )
                 if let pid = found.first?.first.flatMap({ $0.flatMap { Int32($0) } }),
-                    let from = found.first?.last.flatMap({ $0.flatMap { Int($0) } }) {
+                    let from = found.first?.last.flatMap({ $0.flatMap { Int($0) } })
+                {
                     freezeBackends([pid])
                     // Frozen after its first rows are in its spool: a piece
                     // that ends with none is read by the leader instead

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+
 @testable import Gateway
 
 /// A database of 400,000 rows (about 52 MB of CSV, so a download or an fsync
@@ -65,9 +66,10 @@ struct ProcessFaultTests {
             let deadline = ContinuousClock.now + .seconds(60)
             var polls = 0
             while ContinuousClock.now < deadline {
-                let sizes = (try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache)))?.compactMap {
-                    (try? FileManager.default.attributesOfItem(atPath: RestartTests.partialFolder(cache) + "/" + $0))?[.size] as? Int
-                } ?? []
+                let sizes =
+                    (try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache)))?.compactMap {
+                        (try? FileManager.default.attributesOfItem(atPath: RestartTests.partialFolder(cache) + "/" + $0))?[.size] as? Int
+                    } ?? []
                 if sizes.contains(first.size) {
                     gateway.kill9()
                     partialsAtKill = Set((try? FileManager.default.contentsOfDirectory(atPath: RestartTests.partialFolder(cache))) ?? [])

@@ -1,7 +1,8 @@
+import Cache
 import Foundation
 import Testing
+
 @testable import Gateway
-import Cache
 
 #if canImport(Glibc)
 import Glibc
@@ -39,11 +40,13 @@ struct RestartTests {
 
     /// Starts the binary on a free port and waits until it serves.
     static func launch(databaseURL: String, cacheDirectory: String, environment: [String: String] = [:]) async throws -> (RunningProcess, String) {
-        let process = try RunningProcess(Self.binary, [], environment: [
-            "DATABASE_URL": databaseURL, "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": cacheDirectory,
-            "INSTANCE_ID": Self.instanceID(cacheDirectory),
-            "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
-        ].merging(environment) { _, new in new })
+        let process = try RunningProcess(
+            Self.binary, [],
+            environment: [
+                "DATABASE_URL": databaseURL, "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": cacheDirectory,
+                "INSTANCE_ID": Self.instanceID(cacheDirectory),
+                "SEED": "false", "MAX_CONCURRENT_EXPORTS": "1", "LOG_LEVEL": "info",
+            ].merging(environment) { _, new in new })
         let port = try await process.listeningPort("the gateway listens", timeout: .seconds(20))
         return (process, "http://127.0.0.1:\(port)")
     }

@@ -58,11 +58,13 @@ struct RunScriptTests {
 
     /// Starts the script in a session of its own; returns it and the gateway's URL.
     static func start(_ folder: String, marker: String, pgPort: Int) async throws -> (RunningProcess, String) {
-        let script = try RunningProcess("setsid", ["bash", folder + "/scripts/run.sh"], environment: [
-            "RUN_SH_TEST": marker, "GATEWAY_BIN": RestartTests.binary, "DATABASE_URL": "", "PRIVATE_PG_PORT": String(pgPort),
-            "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": folder + "/cache", "SEED_ROWS": "3000", "API_TOKENS": "",
-            "API_TOKENS_FILE": "", "SHUTDOWN_GRACE": "30", "LOG_LEVEL": "info",
-        ])
+        let script = try RunningProcess(
+            "setsid", ["bash", folder + "/scripts/run.sh"],
+            environment: [
+                "RUN_SH_TEST": marker, "GATEWAY_BIN": RestartTests.binary, "DATABASE_URL": "", "PRIVATE_PG_PORT": String(pgPort),
+                "HOST": "127.0.0.1", "PORT": "0", "CACHE_DIR": folder + "/cache", "SEED_ROWS": "3000", "API_TOKENS": "",
+                "API_TOKENS_FILE": "", "SHUTDOWN_GRACE": "30", "LOG_LEVEL": "info",
+            ])
         let port = try await script.listeningPort("the gateway started by run.sh listens", timeout: .seconds(120))
         return (script, "http://127.0.0.1:\(port)")
     }
@@ -104,7 +106,8 @@ struct RunScriptTests {
         try await eventually("the slow download has started") { slow.bytesReceived > 0 }
         kill(-script.pid, SIGINT)
         let received = await slow.wait()
-        #expect(received.exitCode == 0 && received.body == whole.body,
+        #expect(
+            received.exitCode == 0 && received.body == whole.body,
             "a download of a finished file was cut by Ctrl-C: curl \(received.exitCode), \(received.body.count) of \(whole.body.count) bytes")
         try await Self.expectCleanStop(script, marker: marker, folder: folder, expectedStatus: 130)
 

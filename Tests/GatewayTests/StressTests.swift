@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// Thousands of creates raced against cancels, deletes, downloads, expiry
@@ -112,10 +113,12 @@ struct StressTests {
             #expect(try await curl(server.url("/exports/\(id)/status")).status == 404, "\(id) was acknowledged deleted")
         }
         #expect(server.files(in: "partial").isEmpty)
-        let referenced = try await server.sql("""
+        let referenced = try await server.sql(
+            """
             SELECT sha256 || '.csv' FROM gateway.exports WHERE status = 'completed' AND cancelled_at IS NULL AND sha256 IS NOT NULL
             UNION SELECT gzip_sha256 || '.csv.gz' FROM gateway.exports WHERE status = 'completed' AND cancelled_at IS NULL AND gzip_sha256 IS NOT NULL
-            """).compactMap { $0.first ?? nil }
+            """
+        ).compactMap { $0.first ?? nil }
         #expect(Set(server.files(in: "objects")) == Set(referenced), "the cache holds exactly the files the journal refers to")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Gateway
 
 /// Many tokens at once is the normal case: one token cannot use up what the

@@ -1,7 +1,8 @@
 import Cache
-import NIOCore
 import Foundation
+import NIOCore
 import Testing
+
 @testable import Gateway
 
 struct ExportRequestTests {
@@ -38,7 +39,8 @@ struct ExportRequestTests {
     @Test func sqlQuotesEveryValueThroughTheEscaper() throws {
         let request = try self.parse("country_code=US&min_ltv=5&columns=id,email&delimiter=;")
         let sql = try ExportQuery(request: request).copy(literal: { "<\($0)>" })
-        #expect(sql == "COPY (SELECT id, email FROM users WHERE country_code IN (<US>) AND lifetime_value >= <5>::numeric ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER <;>, QUOTE <\">)")
+        #expect(
+            sql == "COPY (SELECT id, email FROM users WHERE country_code IN (<US>) AND lifetime_value >= <5>::numeric ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER <;>, QUOTE <\">)")
     }
 
     @Test func cacheKeyNormalisesWhatDoesNotChangeTheBytes() throws {
@@ -358,7 +360,8 @@ struct GzipStreamTests {
 struct PostgresErrorTests {
     /// The lines after a server message's first quote SQL (with filter values) or row data: never kept for the log.
     @Test func detailsKeepOnlyTheMessagesFirstLine() {
-        let error = PostgresError.queryFailed(sqlState: "XX000", "ERROR:  something failed\nLINE 1: EXPLAIN SELECT id FROM users WHERE country_code IN ('JP')\n                ^\nDETAIL:  Key (email)=(user1@example.com)")
+        let error = PostgresError.queryFailed(
+            sqlState: "XX000", "ERROR:  something failed\nLINE 1: EXPLAIN SELECT id FROM users WHERE country_code IN ('JP')\n                ^\nDETAIL:  Key (email)=(user1@example.com)")
         #expect(error.details == "[XX000] ERROR:  something failed")
         let enumValue = PostgresError.queryFailed(sqlState: "22P02", "ERROR:  invalid input value for enum cc: \"ZQ\"")
         #expect(enumValue.details == "[22P02] ERROR:  invalid input value for enum cc: \"…\"")

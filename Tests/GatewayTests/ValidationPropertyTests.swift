@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+
 @testable import Gateway
 
 /// The gateway accepts a delimiter, quote and NULL marker exactly when

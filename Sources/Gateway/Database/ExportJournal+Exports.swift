@@ -67,7 +67,8 @@ extension ExportJournal {
     func exportStates(_ ids: [UUID]) throws -> [UUID: Bool] {
         guard !ids.isEmpty else { return [:] }
         let rows = try self.withRetryOnce("exports") { db in
-            try db.rows("SELECT id, cancelled_at IS NOT NULL AS cancelled FROM gateway.exports WHERE id = ANY($1::uuid[])",
+            try db.rows(
+                "SELECT id, cancelled_at IS NOT NULL AS cancelled FROM gateway.exports WHERE id = ANY($1::uuid[])",
                 parameters: [Self.array(ids.map(\.uuidString))])
         }
         var states: [UUID: Bool] = [:]
@@ -129,10 +130,12 @@ extension ExportJournal {
             // export is there: answer with its run rather than admit it twice
             // (a second run no export refers to, or a 429 for an export that exists).
             if let runID = try db.rows("SELECT run_id FROM gateway.exports WHERE id = $1::uuid", parameters: [a.exportID.uuidString]).first?.text("run_id"),
-                let row = try db.rows("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = $1::uuid", parameters: [runID]).first.flatMap(RunRow.init(row:)) {
+                let row = try db.rows("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = $1::uuid", parameters: [runID]).first.flatMap(RunRow.init(row:))
+            {
                 return row.id == a.runID ? .created(row) : .joined(row)
             }
-            let active = "SELECT count(*) AS active FROM gateway.exports e JOIN gateway.runs r ON r.id = e.run_id WHERE r.state IN ('queued', 'running') AND e.cancelled_at IS NULL AND e.expired_at IS NULL"
+            let active =
+                "SELECT count(*) AS active FROM gateway.exports e JOIN gateway.runs r ON r.id = e.run_id WHERE r.state IN ('queued', 'running') AND e.cancelled_at IS NULL AND e.expired_at IS NULL"
             func isFull() throws -> Bool { (try db.rows(active).first?.int("active") ?? 0) >= a.activeLimit }
             // The owner's own bounds first: past them only that token is refused.
             if let owner = a.owner, let perMinute = a.ownerPerMinute {
@@ -172,7 +175,9 @@ extension ExportJournal {
                 // FOR SHARE: a claim, a completion or a cancel of that run waits for
                 // this export's row, and then sees it (each of their statements
                 // after the wait reads anew).
-                if let row = try db.rows("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state IN ('queued', 'running') LIMIT 1 FOR SHARE OF r", parameters: [a.key]).first.flatMap(RunRow.init(row:)) {
+                if let row = try db.rows(
+                    "SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state IN ('queued', 'running') LIMIT 1 FOR SHARE OF r", parameters: [a.key]
+                ).first.flatMap(RunRow.init(row:)) {
                     if try isFull() { return .queueFull }
                     try insertExport(of: row.id)
                     try countAdmission()
@@ -182,7 +187,8 @@ extension ExportJournal {
                     """
                     SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.request_key = $1 AND r.joinable AND r.state = 'completed'
                       AND r.completed_at > now() - make_interval(secs => $2::double precision) ORDER BY r.completed_at DESC LIMIT 1 FOR SHARE OF r
-                    """, parameters: [a.key, String(a.cacheTTLSeconds)]).first.flatMap(RunRow.init(row:))
+                    """, parameters: [a.key, String(a.cacheTTLSeconds)]
+                ).first.flatMap(RunRow.init(row:))
                 if let done, let sha = done.sha256, let size = done.sizeBytes {
                     // Shared: a gateway removing that file waits, then sees this export.
                     try db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", parameters: [sha])

@@ -100,7 +100,9 @@ extension ExportJournal {
                 RETURNING \(Self.runColumns)
                 """, parameters: [claim.instance, String(claim.leaseSeconds), claim.partialFolder])
             guard let row = claimed.first.flatMap(RunRow.init(row:)) else { return nil }
-            try db.execute("UPDATE gateway.exports SET status = 'running', started_at = now() WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status IN ('queued', 'running')", parameters: [row.id.uuidString])
+            try db.execute(
+                "UPDATE gateway.exports SET status = 'running', started_at = now() WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status IN ('queued', 'running')",
+                parameters: [row.id.uuidString])
             try Self.notify(db, .runs, about: row.id)
             return row
         }
@@ -141,7 +143,8 @@ extension ExportJournal {
     /// `application_name`: another gateway started with the same INSTANCE_ID.
     func otherConnections(of instance: String) throws -> Int {
         let rows = try self.withRetryOnce("instance check") { db in
-            try db.rows("SELECT count(*) AS connections FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            try db.rows(
+                "SELECT count(*) AS connections FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
                 parameters: ["gateway:" + instance])
         }
         return rows.first?.int("connections") ?? 0
@@ -180,7 +183,8 @@ extension ExportJournal {
                 "UPDATE gateway.runs SET state = 'failed', error = $4, completed_at = now(), lease_until = NULL WHERE id = $1::uuid AND instance = $2 AND attempt = $3::int AND state = 'running' RETURNING id",
                 parameters: [runID.uuidString, instance, String(attempt), message])
             guard !failed.isEmpty else { return }
-            try db.execute("UPDATE gateway.exports SET status = 'failed', error = $2, completed_at = now() WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status IN ('queued', 'running')",
+            try db.execute(
+                "UPDATE gateway.exports SET status = 'failed', error = $2, completed_at = now() WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status IN ('queued', 'running')",
                 parameters: [runID.uuidString, message])
             try Self.notify(db, .runs, about: runID)
         }
@@ -239,7 +243,8 @@ extension ExportJournal {
     func fetchRuns(_ ids: [UUID]) throws -> [RunRow] {
         guard !ids.isEmpty else { return [] }
         return try self.withRetryOnce("runs") { db in
-            try db.rows("SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = ANY($1::uuid[])",
+            try db.rows(
+                "SELECT \(Self.runColumns) FROM gateway.runs r WHERE r.id = ANY($1::uuid[])",
                 parameters: [Self.array(ids.map(\.uuidString))])
         }.compactMap(RunRow.init(row:))
     }
@@ -283,7 +288,8 @@ extension ExportJournal {
                     size_bytes = NULL, sha256 = NULL, completed_at = NULL, joinable = false
                 WHERE r.state = 'completed'
                 """, parameters: [runID.uuidString, key, query])
-            try db.execute("UPDATE gateway.exports SET status = 'queued', completed_at = NULL, size_bytes = NULL, sha256 = NULL WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status = 'completed'",
+            try db.execute(
+                "UPDATE gateway.exports SET status = 'queued', completed_at = NULL, size_bytes = NULL, sha256 = NULL WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status = 'completed'",
                 parameters: [runID.uuidString])
             try Self.notify(db, .queue)
         }

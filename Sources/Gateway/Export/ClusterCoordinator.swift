@@ -71,7 +71,11 @@ final class ClusterCoordinator: Service, Sendable {
 
     func run() async throws {
         let manager = self.manager
-        self.listener.start { manager.noticed($0) } reconnected: { manager.resync() }
+        self.listener.start {
+            manager.noticed($0)
+        } reconnected: {
+            manager.resync()
+        }
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.claimLoop() }

@@ -66,17 +66,19 @@ final class CopyPiece {
     /// when it returns is not written yet: `flush()`.
     func copy(_ sql: String, on db: PostgresConnection) throws {
         if self.shouldStop() { throw CacheError.cancelled() }
-        try db.copyOut(sql, onRow: { row in
-            // One CopyData message is one CSV record (or the header), ending
-            // in LF; counted once all its bytes are staged or written.
-            if self.crlf, row.last == UInt8(ascii: "\n") {
-                try self.append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
-                try Self.crlfBytes.withUnsafeBytes { try self.append($0) }
-            } else {
-                try self.append(row)
-            }
-            self.pendingMessages += 1
-        }, onIdle: self.idle)
+        try db.copyOut(
+            sql,
+            onRow: { row in
+                // One CopyData message is one CSV record (or the header), ending
+                // in LF; counted once all its bytes are staged or written.
+                if self.crlf, row.last == UInt8(ascii: "\n") {
+                    try self.append(UnsafeRawBufferPointer(rebasing: row.dropLast()))
+                    try Self.crlfBytes.withUnsafeBytes { try self.append($0) }
+                } else {
+                    try self.append(row)
+                }
+                self.pendingMessages += 1
+            }, onIdle: self.idle)
     }
 
     /// Writes what is staged. Records are counted once written, never before.

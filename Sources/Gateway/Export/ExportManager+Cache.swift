@@ -66,9 +66,11 @@ extension ExportManager {
         case .largerThanCache(let limit):
             return "this export is estimated at \(estimate) bytes, more than the whole export cache may hold (CACHE_MAX_BYTES, \(limit) bytes); ask for fewer rows or columns"
         case .overTokenShare(let share):
-            return "this export is estimated at \(estimate) bytes, and this token's exports may hold \(share) bytes of the cache (TOKEN_CACHE_SHARE), which its running exports and this one would pass; retry when they have finished, or ask for fewer rows"
+            return
+                "this export is estimated at \(estimate) bytes, and this token's exports may hold \(share) bytes of the cache (TOKEN_CACHE_SHARE), which its running exports and this one would pass; retry when they have finished, or ask for fewer rows"
         case .full:
-            return "the export cache is full (CACHE_MAX_BYTES): running exports and files being read hold it, and this export is estimated at \(estimate) bytes; retry when running exports have finished"
+            return
+                "the export cache is full (CACHE_MAX_BYTES): running exports and files being read hold it, and this export is estimated at \(estimate) bytes; retry when running exports have finished"
         }
     }
 

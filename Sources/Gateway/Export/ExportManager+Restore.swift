@@ -19,7 +19,9 @@ extension ExportManager {
                 // runs are not this one's to queue again.
                 let others = atStart ? try manager.journal.otherConnections(of: manager.instanceID) : 0
                 if others > 0 {
-                    manager.logger.error("another process is connected to the database as this INSTANCE_ID; ids must be unique among the gateways (its running exports are left to it)", metadata: [LogKey.instance: "\(manager.instanceID)", LogKey.connections: "\(others)"])
+                    manager.logger.error(
+                        "another process is connected to the database as this INSTANCE_ID; ids must be unique among the gateways (its running exports are left to it)",
+                        metadata: [LogKey.instance: "\(manager.instanceID)", LogKey.connections: "\(others)"])
                     return records
                 }
                 // It runs nothing yet: what it ran before it stopped is queued again now, not after the lease.

@@ -108,7 +108,8 @@ final class ExportManager: Service, Sendable {
         let exports = configuration.exports
         self.limits = exports
         self.cluster = configuration.cluster
-        self.gzip = GzipService(producer: GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger), workers: exports.gzipWorkers, queue: exports.gzipQueue)
+        self.gzip = GzipService(
+            producer: GzipProducer(store: store, level: Int32(exports.gzipLevel), threadPool: pools.compression, logger: logger), workers: exports.gzipWorkers, queue: exports.gzipQueue)
         self.cacheTTL = TimeInterval(exports.cacheTTLSeconds)
         self.exportTTL = TimeInterval(exports.exportTTLSeconds)
         self.cache = EvictingCacheBudget(limit: cacheMaxBytes)

@@ -119,7 +119,9 @@ struct ExportRequest: Sendable, Equatable {
             let name = Array(rawName.utf8)
             let value = Array(rawValue.utf8)
             guard let known = Self.parameterNames.first(where: { Array($0.utf8) == name }) else {
-                throw ParameterError(parameter: String(quoted(name).dropFirst().dropLast()), message: "unknown parameter \(quoted(name)); allowed are \(Self.parameterNames.joined(separator: ", "))", allowed: Self.parameterNames)
+                throw ParameterError(
+                    parameter: String(quoted(name).dropFirst().dropLast()), message: "unknown parameter \(quoted(name)); allowed are \(Self.parameterNames.joined(separator: ", "))",
+                    allowed: Self.parameterNames)
             }
             let repeatable = known == "country_code" || known == "subscription_tier"
             if seen.contains(name), !repeatable {
@@ -138,7 +140,8 @@ struct ExportRequest: Sendable, Equatable {
                 request.subscriptionTiers += try Self.list(known, value).map { tier throws(ParameterError) in
                     let lower = tier.map(ASCII.lower)
                     guard let match = UsersTable.tiers.first(where: { Array($0.utf8) == lower }) else {
-                        throw ParameterError(parameter: known, message: "subscription_tier must be one or a comma list of \(UsersTable.tiers.joined(separator: ", ")); got \(quoted(tier))", allowed: UsersTable.tiers)
+                        throw ParameterError(
+                            parameter: known, message: "subscription_tier must be one or a comma list of \(UsersTable.tiers.joined(separator: ", ")); got \(quoted(tier))", allowed: UsersTable.tiers)
                     }
                     return match
                 }
@@ -150,7 +153,8 @@ struct ExportRequest: Sendable, Equatable {
             case "columns":
                 let columns = try Self.list(known, value).map { column throws(ParameterError) in
                     guard let match = UsersTable.columns.first(where: { Array($0.utf8) == column }) else {
-                        throw ParameterError(parameter: known, message: "columns must be a comma list of \(UsersTable.columns.joined(separator: ", ")); unknown column \(quoted(column))", allowed: UsersTable.columns)
+                        throw ParameterError(
+                            parameter: known, message: "columns must be a comma list of \(UsersTable.columns.joined(separator: ", ")); unknown column \(quoted(column))", allowed: UsersTable.columns)
                     }
                     return match
                 }
@@ -238,7 +242,8 @@ struct ExportRequest: Sendable, Equatable {
         switch String(decoding: value.map(ASCII.lower), as: UTF8.self) {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
-        default: throw ParameterError(parameter: name, message: "\(name) must be true or false (1 or 0, yes or no, in any case); got \(quoted(value))", allowed: ["true", "false", "1", "0", "yes", "no"])
+        default:
+            throw ParameterError(parameter: name, message: "\(name) must be true or false (1 or 0, yes or no, in any case); got \(quoted(value))", allowed: ["true", "false", "1", "0", "yes", "no"])
         }
     }
 

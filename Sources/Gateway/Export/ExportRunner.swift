@@ -157,7 +157,7 @@ struct ExportRunner: Sendable {
                             stitchedRecords += records
                             progress()
                         }
-                    } catch where piece.spool.failedEmpty && !run.shouldStop {
+                    } catch  where piece.spool.failedEmpty && !run.shouldStop {
                         // The piece could not start (no connection to be had,
                         // or its lock would have waited behind a statement that
                         // waits for this export: a deadlock PostgreSQL cannot
@@ -189,10 +189,12 @@ struct ExportRunner: Sendable {
                 throw error
             }
             guard run.complete(published, rows: total) else { return .publishedAfterCancel(published) }
-            logger.info("export completed", metadata: [
-                LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
-                LogKey.exportPieces: "\(ranges.count)", LogKey.exportMilliseconds: "\((ContinuousClock.now - started).logMilliseconds)",
-            ])
+            logger.info(
+                "export completed",
+                metadata: [
+                    LogKey.rows: "\(total)", LogKey.bytes: "\(published.size)", LogKey.sha256: "\(published.sha256)",
+                    LogKey.exportPieces: "\(ranges.count)", LogKey.exportMilliseconds: "\((ContinuousClock.now - started).logMilliseconds)",
+                ])
             return .completed(published)
         } catch {
             // The later pieces stop within a second (they look at every

@@ -69,12 +69,14 @@ final class GzipService: Service, Sendable {
     /// none, and none may start now.
     func form(of run: ExportRun, start: Bool, storage: @escaping Storage) -> SharedFile? {
         guard start else { return run.existingGzip }
-        return run.gzipFile(admit: { self.admit() }) { target in
-            if case .terminated = self.sink.yield(Request(run: run, target: target, storage: storage)) {
-                target.fail(.failed("the server is shutting down"))
-                self.state.withLock { $0.admitted -= 1 }
-            }
-        }
+        return run.gzipFile(
+            admit: { self.admit() },
+            start: { target in
+                if case .terminated = self.sink.yield(Request(run: run, target: target, storage: storage)) {
+                    target.fail(.failed("the server is shutting down"))
+                    self.state.withLock { $0.admitted -= 1 }
+                }
+            })
     }
 
     /// True when a new form could start now (what a HEAD answers as).

@@ -238,17 +238,17 @@ struct MirrorState: Equatable, Sendable {
             return [.replace(.attemptStopped)]
 
         case (.notBegun, .row(.running(let attempt, let here, let leaseExpired, let path))),
-             (.following, .row(.running(let attempt, let here, let leaseExpired, let path))),
-             (.started, .row(.running(let attempt, let here, let leaseExpired, let path))),
-             (.interrupted, .row(.running(let attempt, let here, let leaseExpired, let path))),
-             (.ended, .row(.running(let attempt, let here, let leaseExpired, let path))):
+            (.following, .row(.running(let attempt, let here, let leaseExpired, let path))),
+            (.started, .row(.running(let attempt, let here, let leaseExpired, let path))),
+            (.interrupted, .row(.running(let attempt, let here, let leaseExpired, let path))),
+            (.ended, .row(.running(let attempt, let here, let leaseExpired, let path))):
             return self.running(attempt: attempt, here: here, leaseExpired: leaseExpired, path: path)
 
         case (.notBegun, .row(.completed(let attempt, _, let file))),
-             (.following, .row(.completed(let attempt, _, let file))),
-             (.started, .row(.completed(let attempt, _, let file))),
-             (.interrupted, .row(.completed(let attempt, _, let file))),
-             (.ended, .row(.completed(let attempt, _, let file))):
+            (.following, .row(.completed(let attempt, _, let file))),
+            (.started, .row(.completed(let attempt, _, let file))),
+            (.interrupted, .row(.completed(let attempt, _, let file))),
+            (.ended, .row(.completed(let attempt, _, let file))):
             return self.completed(attempt: attempt, file: file)
 
         case (.notBegun, .row(.failed(_, _, let message))), (.following, .row(.failed(_, _, let message))), (.started, .row(.failed(_, _, let message))):
@@ -280,7 +280,7 @@ struct MirrorState: Equatable, Sendable {
             return []
 
         case (.notBegun, .partialFileGone), (.following, .partialFileGone), (.started, .partialFileGone),
-             (.interrupted, .partialFileGone), (.ended, .partialFileGone):
+            (.interrupted, .partialFileGone), (.ended, .partialFileGone):
             // Renamed into objects/ as it completed, or removed as its attempt
             // stopped: the row says which, and the readers wait for it.
             return []
@@ -297,7 +297,7 @@ struct MirrorState: Equatable, Sendable {
             self.phase = .claimed(attempt: attempt)
             return [.runClaimed(attempt: attempt)]
         case (.following, .claimedHere(let attempt)), (.started, .claimedHere(let attempt)),
-             (.interrupted, .claimedHere(let attempt)), (.ended, .claimedHere(let attempt)):
+            (.interrupted, .claimedHere(let attempt)), (.ended, .claimedHere(let attempt)):
             // It showed another attempt (or ended, or stopped): a new object
             // for this one; the old one's readers abort.
             self.phase = .claimed(attempt: attempt)
@@ -335,11 +335,12 @@ struct MirrorState: Equatable, Sendable {
         // been deleted) cannot complete: a new one takes its place, or an
         // export joining the completed run read `cancelled` (seen in a
         // chaos run after a restart). An interrupted one never ends.
-        let replace = switch self.phase {
-        case .following(let followed): followed != attempt
-        case .interrupted, .ended: true
-        case .notBegun, .started, .absent, .claimed: false
-        }
+        let replace =
+            switch self.phase {
+            case .following(let followed): followed != attempt
+            case .interrupted, .ended: true
+            case .notBegun, .started, .absent, .claimed: false
+            }
         self.phase = .ended(.completed, following: nil)
         return replace ? [.replace(.attemptStopped), .complete(file)] : [.complete(file)]
     }

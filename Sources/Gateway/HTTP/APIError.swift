@@ -73,13 +73,15 @@ struct APIError: HTTPResponseError, Sendable {
     }
 
     static func tokenQueueFull(limit: Int, retryAfterSeconds: Int) -> APIError {
-        var e = APIError(code: .tokenQueueFull, status: .tooManyRequests, message: "this token has \(limit) exports waiting or running (TOKEN_MAX_ACTIVE_EXPORTS); retry when one has finished, or cancel one")
+        var e = APIError(
+            code: .tokenQueueFull, status: .tooManyRequests, message: "this token has \(limit) exports waiting or running (TOKEN_MAX_ACTIVE_EXPORTS); retry when one has finished, or cancel one")
         e.headers[.retryAfter] = String(retryAfterSeconds)
         return e
     }
 
     static func tokenRateLimited(limit: Int, retryAfterSeconds: Int) -> APIError {
-        var e = APIError(code: .tokenRateLimited, status: .tooManyRequests, message: "this token has asked for \(limit) exports in the last minute (TOKEN_CREATES_PER_MINUTE); retry after \(retryAfterSeconds) s")
+        var e = APIError(
+            code: .tokenRateLimited, status: .tooManyRequests, message: "this token has asked for \(limit) exports in the last minute (TOKEN_CREATES_PER_MINUTE); retry after \(retryAfterSeconds) s")
         e.headers[.retryAfter] = String(retryAfterSeconds)
         return e
     }

@@ -44,7 +44,8 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case ["metrics"]: return ["GET"]
         case ["exports"], ["health"], ["openapi.json"]: return ["GET", "HEAD"]
         case _ where PageController.serves(AccessControl.segments(path)): return ["GET", "HEAD"]
-        case let p where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil
+        case let p
+        where p.count == 3 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil
             && (p[2] == "status" || AccessControl.downloadForms.contains(p[2])):
             return ["GET", "HEAD"]
         case let p where p.count == 2 && p[0] == "exports" && UUID(uuidString: String(p[1])) != nil:

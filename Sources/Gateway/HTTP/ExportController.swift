@@ -68,10 +68,12 @@ struct ExportController: Sendable {
     func createAndStream(_ request: Request, caller: Caller) async throws -> Response {
         let job = try await self.submit(request, caller: caller)
         let id = job.id.uuidString.lowercased()
-        return try await self.downloads.response(for: job, request: request, extraHeaders: [
-            Self.exportIDHeader: id,
-            .contentLocation: "/exports/\(id)/download",
-        ])
+        return try await self.downloads.response(
+            for: job, request: request,
+            extraHeaders: [
+                Self.exportIDHeader: id,
+                .contentLocation: "/exports/\(id)/download",
+            ])
     }
 
     func status(_ id: String?, caller: Caller) async throws -> Response {
@@ -81,9 +83,11 @@ struct ExportController: Sendable {
 
     func download(_ request: Request, id: String?, form: DownloadResponder.Form, caller: Caller) async throws -> Response {
         let job = try await self.job(id, caller: caller)
-        return try await self.downloads.response(for: job, request: request, form: form, extraHeaders: [
-            Self.exportIDHeader: job.id.uuidString.lowercased(),
-        ])
+        return try await self.downloads.response(
+            for: job, request: request, form: form,
+            extraHeaders: [
+                Self.exportIDHeader: job.id.uuidString.lowercased()
+            ])
     }
 
     /// `GET /exports?limit=&cursor=`: the caller's exports, newest first, as

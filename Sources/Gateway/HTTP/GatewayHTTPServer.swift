@@ -246,9 +246,11 @@ private final class ConnectionGuard {
     }
 
     private func cutStalledClient(lastDataSentMilliseconds: String = "unknown") {
-        self.logger.debug("closing a connection whose client takes nothing", metadata: [
-            LogKey.httpPendingChunks: "\(self.pendingWrites)", LogKey.httpLastDataSentMilliseconds: "\(lastDataSentMilliseconds)",
-        ])
+        self.logger.debug(
+            "closing a connection whose client takes nothing",
+            metadata: [
+                LogKey.httpPendingChunks: "\(self.pendingWrites)", LogKey.httpLastDataSentMilliseconds: "\(lastDataSentMilliseconds)",
+            ])
         self.forceClose()
     }
 
@@ -321,7 +323,8 @@ private final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler 
         if case .head(let head) = part {
             self.guardian.headReceived()
             if self.guardian.overLimit, !(head.method == .get && head.path?.split(separator: "?").first == "/health") {
-                self.refuse(context: context, status: .serviceUnavailable, code: "too_many_connections",
+                self.refuse(
+                    context: context, status: .serviceUnavailable, code: "too_many_connections",
                     message: "the server has too many open connections (MAX_CONNECTIONS); retry shortly", retryAfter: 1)
                 return
             }
@@ -364,7 +367,8 @@ private final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler 
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let parse = error as? HTTPParserError, parse == .headerOverflow {
-            self.refuse(context: context, status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), code: "header_too_large",
+            self.refuse(
+                context: context, status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), code: "header_too_large",
                 message: "the request line and headers are too large (MAX_HEADER_BYTES) or too many", retryAfter: nil)
             return
         }

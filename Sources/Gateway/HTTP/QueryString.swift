@@ -10,7 +10,8 @@ enum QueryString {
             let rawName = equals.map { part[..<$0] } ?? part
             let rawValue = equals.map { part[part.index(after: $0)...] } ?? ""
             guard let name = decode(rawName) else {
-                throw ParameterError(parameter: String(String(rawName).unicodeScalars.prefix(64)), message: "a parameter name must be percent-encoded UTF-8; its encoding is malformed or its bytes are not UTF-8")
+                throw ParameterError(
+                    parameter: String(String(rawName).unicodeScalars.prefix(64)), message: "a parameter name must be percent-encoded UTF-8; its encoding is malformed or its bytes are not UTF-8")
             }
             guard let value = decode(rawValue) else {
                 throw ParameterError(parameter: name, message: "\(name) must be percent-encoded UTF-8; its encoding is malformed or its bytes are not UTF-8")

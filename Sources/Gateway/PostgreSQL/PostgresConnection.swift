@@ -256,7 +256,10 @@ final class PostgresConnection {
         guard let first = PQgetResult(conn) else { throw PostgresError.connectionLost(Self.message(of: conn)) }
         let firstStatus = PQresultStatus(first)
         if firstStatus != PGRES_COPY_OUT {
-            defer { PQclear(first); self.drainResults() }
+            defer {
+                PQclear(first)
+                self.drainResults()
+            }
             _ = try self.rows(of: first)
             throw PostgresError.queryFailed(sqlState: nil, "COPY did not start: \(String(cString: PQresStatus(firstStatus)))")
         }
@@ -329,11 +332,13 @@ final class PostgresConnection {
             let rowCount = PQntuples(result)
             let columnCount = PQnfields(result)
             let columns = (0..<columnCount).map { column in PQfname(result, column).map { String(cString: $0) } ?? "" }
-            return QueryResult(columns: columns, rows: (0..<rowCount).map { row in
-                (0..<columnCount).map { column in
-                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
-                }
-            })
+            return QueryResult(
+                columns: columns,
+                rows: (0..<rowCount).map { row in
+                    (0..<columnCount).map { column in
+                        PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                    }
+                })
         default:
             throw Self.error(of: result)
         }

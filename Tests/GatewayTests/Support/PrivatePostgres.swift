@@ -36,10 +36,12 @@ final class PrivatePostgres: Sendable {
     }
 
     func startServer() async throws {
-        let result = try await self.asOwner("\(Self.bin)/pg_ctl", [
-            "-D", self.directory + "/data", "-l", self.directory + "/server.log", "-w", "-t", "60", "start", "-o",
-            "-c listen_addresses=127.0.0.1 -p \(self.port) -c unix_socket_directories='\(self.directory)' -c fsync=off -c max_connections=100",
-        ])
+        let result = try await self.asOwner(
+            "\(Self.bin)/pg_ctl",
+            [
+                "-D", self.directory + "/data", "-l", self.directory + "/server.log", "-w", "-t", "60", "start", "-o",
+                "-c listen_addresses=127.0.0.1 -p \(self.port) -c unix_socket_directories='\(self.directory)' -c fsync=off -c max_connections=100",
+            ])
         guard result.status == 0 else { throw Failed(what: "pg_ctl start", output: result.stderr + ((try? String(contentsOfFile: self.directory + "/server.log", encoding: .utf8)) ?? "")) }
     }
 

@@ -60,7 +60,10 @@ final class RunningProcess: Sendable {
         var spawned: pid_t = 0
         let status = posix_spawn(&spawned, path, &actions, &attributes, argv, envp)
         guard status == 0 else {
-            struct SpawnFailed: Error { let path: String; let errno: Int32 }
+            struct SpawnFailed: Error {
+                let path: String
+                let errno: Int32
+            }
             throw SpawnFailed(path: path, errno: status)
         }
         let pid = spawned
@@ -75,7 +78,10 @@ final class RunningProcess: Sendable {
             continuation.yield(code)
             continuation.finish()
         }
-        self.exit = Task { for await status in stream { return status }; return -1 }
+        self.exit = Task {
+            for await status in stream { return status }
+            return -1
+        }
     }
 
     /// True until the process has exited.
@@ -184,4 +190,3 @@ func freezeBackends(_ pids: [Int32], atMost seconds: Double = 60) {
     pids.forEach { kill($0, SIGSTOP) }
     DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { pids.forEach { kill($0, SIGCONT) } }
 }
-

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
 import Hummingbird
 import Logging
 import NIOPosix
+import Testing
+
 @testable import Gateway
 
 /// A gateway running in this process on a free port, on a database of its own

@@ -40,7 +40,8 @@ struct CoalesceScenario: Sendable {
             }
             let digests = Set(members.map { "\($0.digest.size) \($0.digest.sha256)" })
             if digests.count > 1 {
-                recorder.error(.coalesceMismatch, "burst \(round) (?\(query)): \(members.count) identical requests ended with \(digests.count) different files: \(digests.sorted().joined(separator: "; "))")
+                recorder.error(
+                    .coalesceMismatch, "burst \(round) (?\(query)): \(members.count) identical requests ended with \(digests.count) different files: \(digests.sorted().joined(separator: "; "))")
             }
             let ids = Set(members.map(\.id))
             if ids.count != members.count { recorder.error(.coalesceMismatch, "burst \(round): \(members.count) requests got only \(ids.count) export ids") }

@@ -42,7 +42,8 @@ struct HTMLReport {
         var rows = ""
         for operation in Operation.allCases {
             guard let s = self.result.operations[operation.rawValue] else { continue }
-            rows += "<tr><td>\(operation.rawValue)</td><td>\(s.count)</td><td>\(Format.fixed(s.p50Ms, 2))</td><td>\(Format.fixed(s.p90Ms, 2))</td><td>\(Format.fixed(s.p99Ms, 2))</td><td>\(Format.fixed(s.maxMs, 2))</td><td>\(Format.fixed(s.meanMs, 2))</td></tr>\n"
+            rows +=
+                "<tr><td>\(operation.rawValue)</td><td>\(s.count)</td><td>\(Format.fixed(s.p50Ms, 2))</td><td>\(Format.fixed(s.p90Ms, 2))</td><td>\(Format.fixed(s.p99Ms, 2))</td><td>\(Format.fixed(s.maxMs, 2))</td><td>\(Format.fixed(s.meanMs, 2))</td></tr>\n"
         }
         return "<h2>Latency (ms)</h2>\n<table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>mean</th></tr>\n\(rows)</table>\n"
     }
@@ -86,10 +87,14 @@ struct HTMLReport {
             let points = self.result.timeline.compactMap { point in point.latency[operation.rawValue].map { (t: point.t, l: $0) } }
             guard !points.isEmpty else { continue }
             let color = Self.palette[i % Self.palette.count]
-            html += SVGChart(title: "\(operation.rawValue) latency", unit: "ms", series: [
-                .init(name: "p50", color: color, points: points.map { (x: $0.t, y: $0.l.p50Ms) }),
-                .init(name: "p99", color: color, points: points.map { (x: $0.t, y: $0.l.p99Ms) }, dashed: true),
-            ], xMax: self.xMax).render() + "\n"
+            html +=
+                SVGChart(
+                    title: "\(operation.rawValue) latency", unit: "ms",
+                    series: [
+                        .init(name: "p50", color: color, points: points.map { (x: $0.t, y: $0.l.p50Ms) }),
+                        .init(name: "p99", color: color, points: points.map { (x: $0.t, y: $0.l.p99Ms) }, dashed: true),
+                    ], xMax: self.xMax
+                ).render() + "\n"
         }
         return html.isEmpty ? "<p>No operation finished.</p>\n" : html
     }
@@ -109,10 +114,13 @@ struct HTMLReport {
             errors.append((x: point.t, y: Double(point.errors)))
         }
         return SVGChart(title: "received", unit: "MB/s", series: [.init(name: "MB/s", color: Self.palette[0], points: bytes)], xMax: self.xMax).render() + "\n"
-            + SVGChart(title: "requests answered", unit: "per second", series: [
-                .init(name: "requests/s", color: Self.palette[2], points: requests),
-                .init(name: "errors", color: Self.palette[1], points: errors),
-            ], xMax: self.xMax).render() + "\n"
+            + SVGChart(
+                title: "requests answered", unit: "per second",
+                series: [
+                    .init(name: "requests/s", color: Self.palette[2], points: requests),
+                    .init(name: "errors", color: Self.palette[1], points: errors),
+                ], xMax: self.xMax
+            ).render() + "\n"
     }
 
     private func processCharts() -> String {
@@ -121,10 +129,13 @@ struct HTMLReport {
         let hwm = timeline.compactMap { p in p.hwmKB.map { (x: p.t, y: Double($0) / 1024) } }
         let fds = timeline.compactMap { p in p.fds.map { (x: p.t, y: Double($0)) } }
         let cpu = timeline.compactMap { p in p.cpuPercent.map { (x: p.t, y: $0) } }
-        return SVGChart(title: "resident memory", unit: "MiB", series: [
-            .init(name: "VmRSS", color: Self.palette[0], points: rss),
-            .init(name: "VmHWM", color: Self.palette[1], points: hwm, dashed: true),
-        ], xMax: self.xMax).render() + "\n"
+        return SVGChart(
+            title: "resident memory", unit: "MiB",
+            series: [
+                .init(name: "VmRSS", color: Self.palette[0], points: rss),
+                .init(name: "VmHWM", color: Self.palette[1], points: hwm, dashed: true),
+            ], xMax: self.xMax
+        ).render() + "\n"
             + SVGChart(title: "open descriptors", unit: "count", series: [.init(name: "fds", color: Self.palette[4], points: fds)], xMax: self.xMax).render() + "\n"
             + SVGChart(title: "CPU", unit: "% of one core", series: [.init(name: "cpu", color: Self.palette[3], points: cpu)], xMax: self.xMax).render() + "\n"
     }

@@ -114,7 +114,8 @@ struct LoadTestCommand: AsyncParsableCommand {
             count: self.count ?? (self.scenario == .coalesce ? 20 : nil), rounds: self.rounds,
             readers: self.readers, slow: self.slow, slowRate: self.slowRate.bytes,
             query: self.query.hasPrefix("?") ? String(self.query.dropFirst()) : self.query,
-            pid: self.pid, token: self.token ?? ProcessInfo.processInfo.environment["LOADTEST_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }, out: self.out, seed: self.seed ?? UInt64.random(in: 1...UInt64.max),
+            pid: self.pid, token: self.token ?? ProcessInfo.processInfo.environment["LOADTEST_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }, out: self.out,
+            seed: self.seed ?? UInt64.random(in: 1...UInt64.max),
             maxInFlight: self.maxInFlight, fileCacheBytes: self.fileCache.bytes, readTimeout: self.readTimeout, fresh: self.fresh
         )
     }

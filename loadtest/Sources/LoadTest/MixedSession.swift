@@ -97,16 +97,20 @@ struct MixedSession {
         let id = final.exportId
         let target = self.client.downloadTarget(final)
         let context = self.context
-        guard let file = await self.context.files.open(digest, fetch: { file in
-            let state = BodyState()
-            guard let result = await context.client.download(DownloadSpec(path: target.path, authorize: target.authorize, file: file), into: state) else { return false }
-            guard result.code == 200, result.end == .complete else {
-                await context.judge(result, state.summary, id: id, query: query, what: "download of the finished file")
-                return false
-            }
-            context.check.finishedHeaders(result, status: final, what: "download of the finished file \(id)")
-            return context.check.whole(state.summary, expected: digest, what: "download of the finished file \(id)")
-        }) else { return }
+        guard
+            let file = await self.context.files.open(
+                digest,
+                fetch: { file in
+                    let state = BodyState()
+                    guard let result = await context.client.download(DownloadSpec(path: target.path, authorize: target.authorize, file: file), into: state) else { return false }
+                    guard result.code == 200, result.end == .complete else {
+                        await context.judge(result, state.summary, id: id, query: query, what: "download of the finished file")
+                        return false
+                    }
+                    context.check.finishedHeaders(result, status: final, what: "download of the finished file \(id)")
+                    return context.check.whole(state.summary, expected: digest, what: "download of the finished file \(id)")
+                })
+        else { return }
         defer { file.close() }
         for _ in 0..<Int.random(in: 1...4, using: &self.rng) {
             await self.range(of: final, digest: digest, file: file)

@@ -33,7 +33,8 @@ struct SVGChart {
         func px(_ x: Double) -> Double { self.left + x / xTop * plotW }
         func py(_ y: Double) -> Double { self.top + plotH - y / yTop * plotH }
 
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(self.width)) \(Int(self.height))\" width=\"\(Int(self.width))\" height=\"\(Int(self.height))\" role=\"img\" aria-label=\"\(HTML.escape(self.title))\">"
+        var svg =
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(self.width)) \(Int(self.height))\" width=\"\(Int(self.width))\" height=\"\(Int(self.height))\" role=\"img\" aria-label=\"\(HTML.escape(self.title))\">"
         svg += "<rect x=\"0\" y=\"0\" width=\"\(Int(self.width))\" height=\"\(Int(self.height))\" fill=\"#fff\"/>"
         svg += "<text x=\"\(Int(self.left))\" y=\"18\" font-size=\"13\" font-weight=\"bold\">\(HTML.escape(self.title)) (\(HTML.escape(self.unit)))</text>"
         for i in 0...4 {

@@ -32,10 +32,11 @@ struct Ticker: Sendable {
             let span = Self.seconds(now - lastTick)
             let cpu: Double? = sample.flatMap { s in previous.map { p in span > 0 ? ((s.cpuSeconds - p.cpuSeconds) / span * 1000).rounded() / 10 : 0 } }
             let t = (self.recorder.elapsedSeconds * 1000).rounded() / 1000
-            output.timeline.append(TimelinePoint(
-                t: t, latency: Dictionary(uniqueKeysWithValues: window.latencies.map { ($0.key.rawValue, $0.value) }),
-                requests: window.requests, bytes: window.bytes, errors: window.errors, inFlight: window.inFlight,
-                rssKB: sample?.rssKB, hwmKB: sample?.hwmKB, fds: sample?.descriptors, cpuPercent: cpu))
+            output.timeline.append(
+                TimelinePoint(
+                    t: t, latency: Dictionary(uniqueKeysWithValues: window.latencies.map { ($0.key.rawValue, $0.value) }),
+                    requests: window.requests, bytes: window.bytes, errors: window.errors, inFlight: window.inFlight,
+                    rssKB: sample?.rssKB, hwmKB: sample?.hwmKB, fds: sample?.descriptors, cpuPercent: cpu))
             Console.line(Self.progressLine(t: t, span: span, window: window, sample: sample, cpu: cpu))
             if let sample { previous = sample }
             lastTick = now
