@@ -63,6 +63,27 @@ struct ExportRegistryTests {
         #expect(result4 == nil, "leaving twice changes nothing")
     }
 
+    @Test func aTakenBackExportTakesItsRunEvenWhenANotificationKeptIt() {
+        var registry = Self.ready()
+        let runID = UUID()
+        let job = Self.adopt(&registry, run: runID)
+        // The take-back's own notification arrives first: the export goes,
+        // the queued run stays as the fresh answer to its request.
+        let kept = registry.leave(job, keepingFreshRun: true) { _ in true }
+        #expect(kept == nil)
+        #expect(registry.knowsRun(runID))
+        let forgotten = registry.takeBack(job)
+        #expect(forgotten == runID)
+        #expect(!registry.knowsRun(runID))
+        // Joined meanwhile by another export: the run stays.
+        let other = UUID()
+        let taken = Self.adopt(&registry, run: other)
+        _ = Self.adopt(&registry, run: other)
+        let stays = registry.takeBack(taken)
+        #expect(stays == nil)
+        #expect(registry.knowsRun(other))
+    }
+
     @Test func aCancelledExportNoLongerKeepsItsRun() {
         var registry = Self.ready()
         let runID = UUID()

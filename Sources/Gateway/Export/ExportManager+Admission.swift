@@ -94,7 +94,7 @@ extension ExportManager {
         }
         self.applyCancel(job, runCancelled: cancelled ?? false)
         self.registry.withLock { registry in
-            if let forgotten = registry.leave(job) { _ = self.cache.drop(forgotten) }
+            if let forgotten = registry.takeBack(job) { _ = self.cache.drop(forgotten) }
         }
     }
 

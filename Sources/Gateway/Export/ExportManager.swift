@@ -334,7 +334,7 @@ final class ExportManager: Service, Sendable {
             return registry.runEnded(run, publishedAfterCancel: publishedAfterCancel).map { self.cache.drop($0) } ?? []
         }
         self.remove(removals)
-        guard !self.isShuttingDown else { return }
+        guard !self.isShuttingDown, !self.workers.isStopping else { return }
         switch outcome {
         case .completed, .publishedAfterCancel:
             break

@@ -145,13 +145,25 @@ struct ExportRegistry {
     /// run forgotten, whose holds in the cache go.
     mutating func leave(_ job: ExportJob, keepingFreshRun: Bool = false, joinable: (ExportRun) -> Bool = { _ in false }) -> UUID? {
         guard self.jobs[job.id] != nil else { return nil }
+        let keep = keepingFreshRun && self.runs[job.run.id] === job.run && joinable(job.run)
+        return self.remove(job, keepingRun: keep)
+    }
+
+    /// An admitted export taken back before its 202 (no room in the cache):
+    /// it goes, and its run unless another export joined it, even when a
+    /// notification of the take-back removed the export here first (and
+    /// kept the run, queued then, as the fresh answer). Returns the run forgotten.
+    mutating func takeBack(_ job: ExportJob) -> UUID? {
+        self.remove(job, keepingRun: false)
+    }
+
+    private mutating func remove(_ job: ExportJob, keepingRun: Bool) -> UUID? {
         let run = job.run
-        let keep = keepingFreshRun && self.runs[run.id] === run && joinable(run)
         self.jobs[job.id] = nil
         self.members[run.id]?.remove(job.id)
         guard self.members[run.id]?.isEmpty ?? true else { return nil }
         self.members[run.id] = nil
-        return keep ? nil : self.forget(run)
+        return keepingRun ? nil : self.forget(run)
     }
 
     /// An export past EXPORT_TTL (or evicted) expires at `at`: remembered

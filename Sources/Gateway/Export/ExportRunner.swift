@@ -40,6 +40,9 @@ struct ExportRunner: Sendable {
     /// Threads for the later pieces of parallel exports (`ExportWorkers`);
     /// nil with EXPORT_PARALLELISM=1, when no piece is ever asked for.
     var pieceThreads: NIOThreadPool?
+    /// Exports running on this gateway now, this one included: with more,
+    /// each takes fewer pieces (`ExportPlan.pieceCount`).
+    var runningExports = RunCounter()
     /// What a later piece reads at once from its spool file into the export's.
     static let stitchBlock = 1 << 20
 
@@ -61,9 +64,7 @@ struct ExportRunner: Sendable {
     }
 
     /// Runs `run` to its end, its files going through `storage`.
-    /// `runningExports`: exports running now on this gateway, this one
-    /// included (how many pieces it may take).
-    func run(_ run: ExportRun, storage: some ExportStorage, runningExports: Int) -> Outcome {
+    func run(_ run: ExportRun, storage: some ExportStorage) -> Outcome {
         guard run.markRunning() else { return run.isInterrupted ? .interrupted : .cancelled }
         var logger = self.logger
         logger[metadataKey: LogKey.runID] = "\(run.id.uuidString.lowercased())"
@@ -121,7 +122,8 @@ struct ExportRunner: Sendable {
             let estimate = ExportQuery.estimatedRows(fromPlanLine: (plan.first?.first ?? nil) ?? "")
             if let estimate { run.setEstimate(rows: estimate) }
 
-            let count = snapshot == nil ? 1 : ExportPlan.pieceCount(parallelism: self.parallelism, runningExports: runningExports, estimatedRows: estimate, minRowsPerPiece: self.minRowsPerPiece)
+            let count =
+                snapshot == nil ? 1 : ExportPlan.pieceCount(parallelism: self.parallelism, runningExports: self.runningExports.current, estimatedRows: estimate, minRowsPerPiece: self.minRowsPerPiece)
             var ranges = [rest]
             if count > 1 {
                 let stats = try db.execute("SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'users' AND attname = 'id' AND schemaname = ANY (current_schemas(false))")

@@ -19,8 +19,6 @@ final class ExportWorkers: Sendable {
         /// A shutdown has begun: no run starts any more, and one that ends
         /// goes back to the queue rather than failing for good.
         var stopping = false
-        /// Runs dispatched and not ended: how many pieces a new one may take.
-        var running = 0
     }
 
     private let threads: NIOThreadPool
@@ -33,14 +31,19 @@ final class ExportWorkers: Sendable {
     private let parallelism: Int
     private let logger: Logger
     private let state = Mutex(State())
+    /// Runs dispatched here and not yet settled with the queue: how many
+    /// pieces a run may take, read when it decides (`ExportRunner`).
+    private let running: RunCounter
 
     init(configuration: Configuration, store: ContentStore, journal: ExportJournal, logger: Logger) {
         let exports = configuration.exports
         self.threads = NIOThreadPool(numberOfThreads: exports.maxConcurrent)
         self.pieceThreads = exports.parallelism > 1 ? NIOThreadPool(numberOfThreads: exports.maxConcurrent * (exports.parallelism - 1)) : nil
         self.connections = PostgresConnectionPool(settings: configuration.database.settings, maxIdle: exports.maxConcurrent * exports.parallelism)
+        self.running = RunCounter()
         var runner = ExportRunner(connections: self.connections, store: store, logger: logger, fastStart: exports.fastStart, parallelism: exports.parallelism, minRowsPerPiece: exports.minRowsPerPiece)
         runner.pieceThreads = self.pieceThreads
+        runner.runningExports = self.running
         self.runner = runner
         self.journal = journal
         self.cluster = configuration.cluster
@@ -89,21 +92,22 @@ final class ExportWorkers: Sendable {
     /// pool runs this at once with `.cancelled`: the run is then interrupted
     /// and goes back to the queue.
     func dispatch(_ run: ExportRun, attempt: Int, storage: some ExportStorage, ended: @escaping @Sendable (ExportRunner.Outcome) -> Void) {
-        self.state.withLock { $0.running += 1 }
+        self.running.increment()
         self.threads.submit { workItemState in
             // Claimed as a shutdown began (an admission under way): not run,
             // but handed back to the queue like the runs it interrupted.
             let active = workItemState == .active && !self.isStopping
             let outcome: ExportRunner.Outcome
             if active {
-                let running = self.state.withLock { $0.running }
-                outcome = self.runner.run(run, storage: storage, runningExports: running)
+                outcome = self.runner.run(run, storage: storage)
             } else {
                 _ = run.interrupt()
                 outcome = .interrupted
             }
-            self.state.withLock { $0.running -= 1 }
             self.settle(run, attempt: attempt, outcome: outcome, ranHere: active)
+            // Counted until settled, as a claim is: a failure retried for
+            // the lease still holds its share.
+            self.running.decrement()
             ended(outcome)
             guard active, !self.isStopping else { return }
             // This idle thread replaces the connections a cancel or a
@@ -151,4 +155,17 @@ final class ExportWorkers: Sendable {
             break
         }
     }
+}
+
+/// How many runs this gateway runs now (dispatched, not yet settled), read
+/// by a run when it decides how many pieces to take.
+final class RunCounter: Sendable {
+    private let value = Atomic<Int>(0)
+
+    func increment() { self.value.add(1, ordering: .relaxed) }
+
+    func decrement() { self.value.subtract(1, ordering: .relaxed) }
+
+    /// At least 1: the run asking counts itself.
+    var current: Int { max(1, self.value.load(ordering: .relaxed)) }
 }
