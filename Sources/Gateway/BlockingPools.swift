@@ -17,8 +17,13 @@ final class BlockingPools: Service, Sendable {
     /// Journal statements, `malloc_trim`.
     let database: NIOThreadPool
     /// One thread: every rename into and deletion from `objects/`, in order
-    /// (see `ExportManager+Cache.swift`), and the closing of cache files.
+    /// (see `ExportManager+Cache.swift`), each in its journal transaction.
     let files: NIOThreadPool
+    /// The closing of downloaded cache files (the last close of a deleted
+    /// file frees its blocks, which takes a while for a large one): never
+    /// queued behind a publish's or a deletion's journal transaction, so a
+    /// closed file's bytes stop counting in the cache at once.
+    let closes: NIOThreadPool
     /// Gzip compression.
     let compression: NIOThreadPool
     /// Health probes: never queued behind journal statements or deletions.
@@ -31,13 +36,14 @@ final class BlockingPools: Service, Sendable {
         self.downloads = NIOThreadPool(numberOfThreads: max(1, downloadThreads))
         self.database = NIOThreadPool(numberOfThreads: max(1, databaseThreads))
         self.files = NIOThreadPool(numberOfThreads: 1)
+        self.closes = NIOThreadPool(numberOfThreads: 1)
         self.compression = NIOThreadPool(numberOfThreads: max(1, compressionThreads))
         self.probes = NIOThreadPool(numberOfThreads: 2)
         self.cancels = NIOThreadPool(numberOfThreads: 2)
         for pool in self.all { pool.start() }
     }
 
-    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.compression, self.probes, self.cancels] }
+    private var all: [NIOThreadPool] { [self.downloads, self.database, self.files, self.closes, self.compression, self.probes, self.cancels] }
 
     func run() async throws {
         // Returns on graceful shutdown, throws when cancelled: both end it.

@@ -201,7 +201,7 @@ extension ExportManager {
     /// deleted file's bytes stay on disk until then). Throws if the file is
     /// no longer in the cache.
     func openPublished(_ file: PublishedFile) async throws -> OpenedFile {
-        let closer = FileCloser(threadPool: self.pools.files)
+        let closer = FileCloser(threadPool: self.pools.closes)
         return try await self.pools.downloads.runIfActive {
             guard let token = self.cache.open(file.path) else {
                 throw CacheError.failed("\(file.path) is no longer held")

@@ -20,8 +20,9 @@ import Synchronization
 /// with the queue), `ProducerStorage` (where a runner's or a gzip
 /// producer's bytes go), `GzipService` (the gzip forms), `MirrorState` (how
 /// another gateway's run is followed; `+Cluster` does what it says, for
-/// `ClusterCoordinator`'s loops), `Janitor` (its round; the registry's part
-/// in `+Janitor`) and the restore after a restart (`+Restore`).
+/// `ClusterCoordinator`'s loops), `Janitor` (its round, and the files
+/// it removes; expiry and forgetting in `+Expiry`) and the restore after a
+/// restart (`+Restore`).
 ///
 /// Acknowledgements are durable: an export exists for a client (202), is
 /// cancelled (200) or deleted (204) only once the journal holds it; when the

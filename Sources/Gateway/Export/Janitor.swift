@@ -7,8 +7,8 @@ import ServiceLifecycle
 ///
 /// - exports past EXPORT_TTL expire (410; their files go when no other
 ///   export needs them), and runs no export here needs are dropped once
-///   CACHE_TTL has passed (`ExportManager+Janitor.swift`), and the cache is
-///   brought back under CACHE_MAX_BYTES;
+///   CACHE_TTL has passed (`ExportManager+Expiry.swift`: the registry's
+///   part), and the cache is brought back under CACHE_MAX_BYTES;
 /// - kept export connections idle for a minute are closed;
 /// - the journal forgets exports expired for EXPORT_TTL and ended runs no
 ///   export refers to past CACHE_TTL;
@@ -47,8 +47,23 @@ final class Janitor: Service, Sendable {
             try manager.journal.forgetExpired(after: keep)
             try manager.journal.forgetRuns(olderThan: cacheTTL)
         }
-        try? await manager.onFilesPool { $0.removeUnreferencedObjects() }
+        try? await manager.onFilesPool { _ in self.removeUnreferencedObjects() }
         await self.removeDeadGatewaysPartials()
+    }
+
+    /// Files in `objects/` that no run here holds and no export anywhere
+    /// refers to go: a deletion that was skipped while an export still
+    /// referred to the file (or while the database did not answer) is made
+    /// here once none does. On the files thread, in order with publishing.
+    private func removeUnreferencedObjects() {
+        let manager = self.manager
+        let directory = manager.store.objectsDirectory
+        let unheld = manager.store.objectNames().filter { !manager.cache.isHeld(directory + "/" + $0) }
+        let hashes = unheld.map { String($0.prefix(64)) }.filter(Hex.isSHA256)
+        guard let candidates = try? manager.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
+        for name in unheld where candidates.contains(String(name.prefix(64))) {
+            manager.removeUnreferenced(directory + "/" + name)
+        }
     }
 
     /// Another gateway's partial folder holds files only while it runs

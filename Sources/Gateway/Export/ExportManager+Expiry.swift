@@ -1,9 +1,10 @@
 import Cache
 import Foundation
 
-/// The registry's part of the janitor's round (`Janitor`): exports past
-/// EXPORT_TTL expire, runs no export here needs are dropped once CACHE_TTL
-/// has passed, and files no export anywhere refers to go.
+/// Expiry and forgetting: exports past EXPORT_TTL expire (on a look-up, or
+/// in the janitor's round), exports whose files make room are evicted
+/// (`makeRoom`), and runs no export here needs are dropped once CACHE_TTL
+/// has passed (the janitor's round).
 extension ExportManager {
     /// Expires the exports past EXPORT_TTL.
     func expireOld() async {
@@ -24,20 +25,6 @@ extension ExportManager {
         }
         self.remove(removals)
         _ = self.hasRoom(for: 0)
-    }
-
-    /// Files in `objects/` that no run here holds and no export anywhere
-    /// refers to go: a deletion that was skipped while an export still
-    /// referred to the file (or while the database did not answer) is made
-    /// here once none does. On the files thread, in order with publishing.
-    func removeUnreferencedObjects() {
-        let names = self.store.objectNames()
-        let unheld = names.filter { !self.cache.isHeld(self.store.objectsDirectory + "/" + $0) }
-        let hashes = unheld.map { String($0.prefix(64)) }.filter(Hex.isSHA256)
-        guard let candidates = try? self.journal.unreferenced(Array(Set(hashes))), !candidates.isEmpty else { return }
-        for name in unheld where candidates.contains(String(name.prefix(64))) {
-            self.removeUnreferenced(self.store.objectsDirectory + "/" + name)
-        }
     }
 
     /// Removes exports past EXPORT_TTL (cancelling them if they still run),
