@@ -56,13 +56,6 @@ struct ExportRunner: Sendable {
         case interrupted
     }
 
-    /// A later piece: its range, its spool file and the id its bytes are reserved under.
-    private struct Piece: Sendable {
-        let ids: IDRange
-        let spool: SpoolFile
-        let reservation = UUID()
-    }
-
     /// Runs `run` to its end, its files going through `storage`.
     func run(_ run: ExportRun, storage: some ExportStorage) -> Outcome {
         guard run.markRunning() else { return run.isInterrupted ? .interrupted : .cancelled }
@@ -71,7 +64,7 @@ struct ExportRunner: Sendable {
         var writer: CacheWriter?
         var leader: PostgresConnection?
         let group = PieceGroup()
-        var pieces: [Piece] = []
+        var pieces: [ExportPiece] = []
         do {
             let started = ContinuousClock.now
             let query = ExportQuery(request: run.request)
@@ -136,7 +129,7 @@ struct ExportRunner: Sendable {
                     // Everything that can throw comes before `enter`: a piece
                     // entered must be started, or `waitForAll` would wait for ever.
                     let sql = try query.copy(literal: db.literal, header: false, ids: ids)
-                    let piece = Piece(ids: ids, spool: try SpoolFile(store: self.store, suffix: ".csv"))
+                    let piece = ExportPiece(ids: ids, spool: try SpoolFile(store: self.store, suffix: ".csv"))
                     pieces.append(piece)
                     group.enter()
                     self.startPiece { active in
@@ -154,7 +147,7 @@ struct ExportRunner: Sendable {
                 defer { block.deallocate() }
                 for piece in pieces {
                     do {
-                        try self.stitch(piece, into: fileWriter, block: block, run: run, storage: storage) { records in
+                        try piece.stitch(into: fileWriter, block: block, run: run, storage: storage) { records in
                             run.recordStitched(records)
                             stitchedRecords += records
                             progress()
@@ -263,7 +256,7 @@ struct ExportRunner: Sendable {
     /// Reads one later piece into its spool file, on a thread of its own,
     /// in the leader's snapshot. Ends the spool file either way: finished,
     /// or failed with the reason (which the leader then fails with).
-    private func readPiece(_ piece: Piece, sql: String, snapshot: String, run: ExportRun, group: PieceGroup, active: Bool, storage: some ExportStorage) {
+    private func readPiece(_ piece: ExportPiece, sql: String, snapshot: String, run: ExportRun, group: PieceGroup, active: Bool, storage: some ExportStorage) {
         var db: PostgresConnection?
         do {
             guard active else { throw CacheError.failed("the export threads are stopping") }
@@ -298,38 +291,6 @@ struct ExportRunner: Sendable {
         } catch {
             db?.close()
             piece.spool.fail(error)
-        }
-    }
-
-    /// Copies a piece's spool file into the export's file as its writer
-    /// fills it, until its writer has finished and every byte is in; throws
-    /// the writer's error, or a cancel. `copied` hears how many more records
-    /// are in the file. Copied bytes move from the spool's reservation to
-    /// the file's. The spool's blocks are given back when it is removed,
-    /// right after it is copied, not while: punching holes as it went would
-    /// make ext4 write the dirty pages of each range out before punching it.
-    private func stitch(_ piece: Piece, into file: CacheWriter, block: UnsafeMutableRawBufferPointer, run: ExportRun, storage: some ExportStorage, copied: (Int) -> Void) throws {
-        var offset = 0
-        var records = 0
-        while true {
-            if run.shouldStop { throw CacheError.cancelled() }
-            let result = try piece.spool.read(into: block, at: offset, timeout: 1)
-            var wrote = false
-            if case .bytes(let n) = result {
-                try file.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-                storage.adopt(n, fromSpool: piece.reservation)
-                offset += n
-                wrote = true
-            }
-            // Counted on every pass, not only after bytes: a record longer
-            // than the writer's block is told with an append of no bytes,
-            // which may come after its last byte was copied.
-            let now = piece.spool.records(within: offset)
-            if wrote || now > records {
-                copied(now - records)
-                records = now
-            }
-            if case .ended = result { return }
         }
     }
 
