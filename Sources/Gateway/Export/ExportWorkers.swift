@@ -12,8 +12,8 @@ import Synchronization
 /// handed back at shutdown). What the registry does when a run ends is the
 /// manager's (`ExportManager.runEnded`).
 ///
-/// Its own lock guards only its stopping flag and the count of runs
-/// dispatched; it is never held across I/O and takes no other lock.
+/// Its own lock guards only its stopping flag (the count of runs is an
+/// atomic, `RunCounter`); it is never held across I/O and takes no other lock.
 final class ExportWorkers: Sendable {
     private struct State {
         /// A shutdown has begun: no run starts any more, and one that ends
