@@ -177,16 +177,21 @@ extension ExportJournal {
     }
 
     /// The run failed on this gateway (fenced by its claim).
-    func fail(_ runID: UUID, attempt: Int, instance: String, message: String) throws {
+    /// True when this attempt still held the run and its failure is
+    /// recorded; false when fenced out (another attempt runs it, or it was
+    /// cancelled or ended meanwhile), and nothing changed.
+    @discardableResult
+    func fail(_ runID: UUID, attempt: Int, instance: String, message: String) throws -> Bool {
         try self.inTransactionRetryingOnce("fail") { db in
             let failed = try db.execute(
                 "UPDATE gateway.runs SET state = 'failed', error = $4, completed_at = now(), lease_until = NULL WHERE id = $1::uuid AND instance = $2 AND attempt = $3::int AND state = 'running' RETURNING id",
                 parameters: [runID.uuidString, instance, String(attempt), message])
-            guard !failed.isEmpty else { return }
+            guard !failed.isEmpty else { return false }
             try db.execute(
                 "UPDATE gateway.exports SET status = 'failed', error = $2, completed_at = now() WHERE run_id = $1::uuid AND cancelled_at IS NULL AND status IN ('queued', 'running')",
                 parameters: [runID.uuidString, message])
             try Self.notify(db, .runs, about: runID)
+            return true
         }
     }
 

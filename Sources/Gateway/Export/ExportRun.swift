@@ -215,7 +215,11 @@ final class ExportRun: Sendable {
 
     /// Running → failed (a no-op after a cancel or an interrupt); live readers are aborted.
     func fail(_ error: any Error) {
-        let message = ErrorText.forClient(error, otherwise: "the export failed")
+        self.fail(message: ErrorText.forClient(error, otherwise: "the export failed"))
+    }
+
+    /// Fails it with a message safe to show a client (see `fail(_:)`).
+    func fail(message: String) {
         let applied = self.state.withLock { state in
             let applied = state.lifecycle.fail(message, at: Date())
             state.cancellers = []

@@ -50,7 +50,9 @@ struct ExportRunner: Sendable {
         case completed(PublishedFile)
         /// Published, but cancelled in the meantime: the run's hold on the file may be the last.
         case publishedAfterCancel(PublishedFile)
-        case failed
+        /// Failed, with the client-safe message; the run is not failed yet
+        /// (`ExportWorkers.settle` decides with the shared queue).
+        case failed(message: String)
         case cancelled
         /// Stopped by a shutdown or by the loss of its claim: it runs again (here or elsewhere).
         case interrupted
@@ -215,8 +217,10 @@ struct ExportRunner: Sendable {
                 return .cancelled
             }
             logger.error("export failed", metadata: ["error": "\(error)", "error.details": "\(ErrorText.details(error))"])
-            run.fail(error)
-            return .failed
+            // Not failed here yet: `ExportWorkers` fails it once the shared
+            // queue says this attempt still held the run (a gateway frozen
+            // past its lease fails for that, while another attempt runs).
+            return .failed(message: ErrorText.forClient(error, otherwise: "the export failed"))
         }
     }
 

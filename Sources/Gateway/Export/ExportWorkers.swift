@@ -129,20 +129,29 @@ final class ExportWorkers: Sendable {
             // Most likely failed by the shutdown itself (its thread pools
             // stopping): handed back to the queue rather than failed for good.
             try? self.journal.release(run.id, attempt: attempt, instance: instance)
-        case .failed:
-            // Tried for as long as the lease holds (a database restart is
-            // what often fails an export): then the failure stands on every
-            // gateway. Past the lease another gateway runs it again, and this
-            // one's status follows that.
-            let message = run.snapshot().lifecycle.errorMessage ?? "the export failed"
+            _ = run.interrupt()
+        case .failed(let message):
+            // Failed here only once the shared queue records it for this
+            // attempt: a gateway frozen past its lease fails for that
+            // (its connections timed out) while another attempt runs, and
+            // its readers must see an abort, not a failure. Tried for as
+            // long as the lease holds (a database restart is what often
+            // fails an export): then the failure stands on every gateway.
+            // Past the lease another gateway runs it again, and this one's
+            // status follows that.
             let deadline = ContinuousClock.now + .seconds(self.cluster.leaseSeconds)
             while true {
                 do {
-                    try self.journal.fail(run.id, attempt: attempt, instance: instance, message: message)
+                    if try self.journal.fail(run.id, attempt: attempt, instance: instance, message: message) {
+                        run.fail(message: message)
+                    } else {
+                        _ = run.interrupt(reason: "another gateway runs this export now")
+                    }
                     break
                 } catch {
                     guard ContinuousClock.now < deadline, !self.isStopping else {
                         self.logger.warning("the run's failure was not journaled; its lease runs out and another attempt follows", metadata: [LogKey.runID: "\(run.id.uuidString.lowercased())"])
+                        _ = run.interrupt(reason: "the gateway lost its database; the export runs again")
                         break
                     }
                     Thread.sleep(forTimeInterval: 0.5)
