@@ -87,8 +87,6 @@ struct ExportRegistry {
 
     var jobCount: Int { self.jobs.count }
 
-    var allJobs: [ExportJob] { Array(self.jobs.values) }
-
     /// The ids of every run and export kept (looked up again after the listener was away).
     var allIDs: (runs: [UUID], jobs: [UUID]) { (Array(self.runs.keys), Array(self.jobs.keys)) }
 
